@@ -1,0 +1,243 @@
+// Exact linear assignment: Jonker-Volgenant shortest augmenting paths in float64.
+//
+// Dual variables are kept for columns only (v); a row's dual is implied as
+// u_i = min_j (c_ij - v_j). Square problems get LAPJV's initialization, which on dense random
+// costs leaves only a few percent of rows for the expensive Dijkstra phase. Rectangular problems
+// (n < m) start from a row reduction with v = 0: optimality there needs every unassigned column
+// to keep v_j = 0 = max_j v_j, which the augmentation preserves (it only lowers v of columns it
+// scanned, and those are assigned) but column reduction would not.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu/lap_solvers.h"
+
+namespace immiscible::cpu {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+using Index = int64_t;
+
+class JonkerVolgenant {
+ public:
+  JonkerVolgenant(const double* cost, Index n, Index m)
+      : c_(cost), n_(n), m_(m), x_(n, -1), y_(m, -1), v_(m, 0.0), d_(m), pred_(m), cols_(m) {}
+
+  LapStatus solve(int64_t* row_to_col) {
+    std::vector<Index> free_rows;
+    if (n_ == m_) {
+      if (!column_reduction(free_rows)) return LapStatus::kInfeasible;
+      for (int pass = 0; pass < 2 && !free_rows.empty(); ++pass) {
+        if (!augmenting_row_reduction(free_rows)) return LapStatus::kInfeasible;
+      }
+    } else {
+      row_reduction(free_rows);
+    }
+    for (Index f : free_rows) {
+      if (!augment(f)) return LapStatus::kInfeasible;
+    }
+    std::copy(x_.begin(), x_.end(), row_to_col);
+    return LapStatus::kOk;
+  }
+
+ private:
+  const double* row(Index i) const { return c_ + i * m_; }
+
+  // Column reduction and reduction transfer (square only). v_j = min_i c_ij, each column
+  // offered to its minimizing row; rows matched once then transfer their slack to v.
+  bool column_reduction(std::vector<Index>& free_rows) {
+    std::vector<Index> argmin(m_, 0);
+    std::fill(v_.begin(), v_.end(), kInf);
+    // Row-major sweep so the minimum over each column vectorizes.
+    for (Index i = 0; i < n_; ++i) {
+      const double* ci = row(i);
+      for (Index j = 0; j < m_; ++j) {
+        if (ci[j] < v_[j]) {
+          v_[j] = ci[j];
+          argmin[j] = i;
+        }
+      }
+    }
+    std::vector<int32_t> matches(n_, 0);
+    for (Index j = m_ - 1; j >= 0; --j) {
+      if (v_[j] == kInf) return false;  // a column no row may take
+      const Index i = argmin[j];
+      if (++matches[i] == 1) {
+        x_[i] = j;
+        y_[j] = i;
+      }
+    }
+    for (Index i = 0; i < n_; ++i) {
+      if (matches[i] == 0) {
+        free_rows.push_back(i);
+      } else if (matches[i] == 1) {
+        const double* ci = row(i);
+        const Index j1 = x_[i];
+        double min_slack = kInf;
+        for (Index j = 0; j < m_; ++j) {
+          if (j != j1) min_slack = std::min(min_slack, ci[j] - v_[j]);
+        }
+        if (min_slack < kInf) v_[j1] -= min_slack;
+      }
+    }
+    return true;
+  }
+
+  // Rectangular start: each row takes its cheapest column if still free; v stays 0.
+  void row_reduction(std::vector<Index>& free_rows) {
+    for (Index i = 0; i < n_; ++i) {
+      const double* ci = row(i);
+      const Index j = std::min_element(ci, ci + m_) - ci;
+      if (y_[j] < 0 && ci[j] < kInf) {
+        x_[i] = j;
+        y_[j] = i;
+      } else {
+        free_rows.push_back(i);
+      }
+    }
+  }
+
+  // One pass of augmenting row reduction: each free row takes its best column, lowering that
+  // column's price to the row's second-best slack, and displaces the previous owner.
+  bool augmenting_row_reduction(std::vector<Index>& free_rows) {
+    std::vector<Index> next_free;
+    const Index num_free = static_cast<Index>(free_rows.size());
+    Index k = 0;
+    // Bounds the immediate re-processing of displaced rows, as in the original LAPJV.
+    Index budget = num_free * 4 + 16;
+    while (k < num_free) {
+      const Index i = free_rows[k++];
+      const double* ci = row(i);
+      double u1 = kInf, u2 = kInf;
+      Index j1 = -1, j2 = -1;
+      for (Index j = 0; j < m_; ++j) {
+        const double h = ci[j] - v_[j];
+        if (h < u2) {
+          if (h < u1) {
+            u2 = u1;
+            j2 = j1;
+            u1 = h;
+            j1 = j;
+          } else {
+            u2 = h;
+            j2 = j;
+          }
+        }
+      }
+      if (j1 < 0) return false;  // the row has no allowed column
+      Index i0 = y_[j1];
+      const bool strictly_best = u1 < u2;
+      if (strictly_best && u2 < kInf) {
+        v_[j1] -= u2 - u1;
+      } else if (!strictly_best && i0 >= 0 && j2 >= 0) {
+        j1 = j2;
+        i0 = y_[j2];
+      }
+      if (i0 >= 0) x_[i0] = -1;
+      x_[i] = j1;
+      y_[j1] = i;
+      if (i0 >= 0) {
+        if (strictly_best && u2 < kInf && --budget > 0) {
+          free_rows[--k] = i0;  // process the displaced row right away
+        } else {
+          next_free.push_back(i0);
+        }
+      }
+    }
+    free_rows.swap(next_free);
+    return true;
+  }
+
+  // Dijkstra from free row f over reduced costs c_ij - v_j, then flips the path.
+  // cols_ is partitioned: [0, lo) ready (distance final), [lo, hi) to scan (at the current
+  // minimum), [hi, m) still to do.
+  bool augment(Index f) {
+    const double* cf = row(f);
+    for (Index j = 0; j < m_; ++j) {
+      cols_[j] = j;
+      d_[j] = cf[j] - v_[j];
+      pred_[j] = f;
+    }
+    Index lo = 0, hi = 0, ready = 0, sink = -1;
+    double min_d = 0.0;
+    while (sink < 0) {
+      if (lo == hi) {
+        ready = lo;
+        min_d = d_[cols_[hi++]];
+        for (Index k = hi; k < m_; ++k) {
+          const Index j = cols_[k];
+          const double dj = d_[j];
+          if (dj <= min_d) {
+            if (dj < min_d) {
+              hi = lo;
+              min_d = dj;
+            }
+            cols_[k] = cols_[hi];
+            cols_[hi++] = j;
+          }
+        }
+        if (min_d == kInf) return false;  // nothing reachable: infeasible
+        for (Index k = lo; k < hi; ++k) {
+          if (y_[cols_[k]] < 0) {
+            sink = cols_[k];
+            break;
+          }
+        }
+        if (sink >= 0) break;
+      }
+      sink = scan(lo, hi, min_d);
+    }
+    for (Index k = 0; k < ready; ++k) {
+      const Index j = cols_[k];
+      v_[j] += d_[j] - min_d;
+    }
+    for (Index j = sink;;) {
+      const Index i = pred_[j];
+      y_[j] = i;
+      std::swap(x_[i], j);
+      if (i == f) break;
+    }
+    return true;
+  }
+
+  // Relaxes from the rows owning the columns in [lo, hi); returns a free column reached at
+  // the minimum distance, or -1.
+  Index scan(Index& lo, Index& hi, double min_d) {
+    while (lo != hi) {
+      const Index j = cols_[lo++];
+      const Index i = y_[j];
+      const double* ci = row(i);
+      const double h = ci[j] - v_[j] - min_d;
+      for (Index k = hi; k < m_; ++k) {
+        const Index jj = cols_[k];
+        const double reduced = ci[jj] - v_[jj] - h;
+        if (reduced < d_[jj]) {
+          d_[jj] = reduced;
+          pred_[jj] = i;
+          if (reduced == min_d) {
+            if (y_[jj] < 0) return jj;
+            cols_[k] = cols_[hi];
+            cols_[hi++] = jj;
+          }
+        }
+      }
+    }
+    return -1;
+  }
+
+  const double* c_;
+  Index n_, m_;
+  std::vector<Index> x_, y_;
+  std::vector<double> v_, d_;
+  std::vector<Index> pred_, cols_;
+};
+
+}  // namespace
+
+LapStatus solve_lap_exact(const double* cost, int64_t n, int64_t m, int64_t* row_to_col) {
+  if (n == 0) return LapStatus::kOk;
+  return JonkerVolgenant(cost, n, m).solve(row_to_col);
+}
+
+}  // namespace immiscible::cpu

@@ -1,0 +1,25 @@
+// Linear assignment solvers on raw row-major float64 cost matrices, shared by the CPU ops.
+//
+// Conventions for every solver here:
+//   cost        [n, m] row-major, n <= m; +inf marks a forbidden pair; no NaN or -inf
+//               (the Python boundary rejects those before any kernel runs).
+//   row_to_col  [n] output: the column given to each row, all distinct.
+// A solver returns kInfeasible when no assignment avoids every +inf entry.
+#pragma once
+
+#include <cstdint>
+
+namespace immiscible::cpu {
+
+enum class LapStatus : int32_t { kOk = 0, kInfeasible = 1 };
+
+// Exact: shortest augmenting paths (Jonker-Volgenant) with LAPJV's initialization
+// (column reduction, reduction transfer, augmenting row reduction) on square problems.
+LapStatus solve_lap_exact(const double* cost, int64_t n, int64_t m, int64_t* row_to_col);
+
+// Bertsekas auction with epsilon-scaling. The total cost ends within `tol` of the optimum;
+// tol <= 0 selects the default (1e-6 of the total, exact on integer-valued costs).
+LapStatus solve_lap_auction(const double* cost, int64_t n, int64_t m, double tol,
+                            int64_t* row_to_col);
+
+}  // namespace immiscible::cpu

@@ -1,0 +1,90 @@
+"""Build of immiscible_ops: a C++ module always, a CUDA module whenever nvcc is present.
+
+Both modules target PyTorch's stable ABI and CPython's limited API, so one abi3 wheel serves
+every CPython >= 3.10 and torch >= 2.10.
+
+Environment switches:
+  IMMISCIBLE_BUILD_CUDA=0|1   force the CUDA module off/on (default: on when nvcc is found)
+  IMMISCIBLE_CUDA_ARCHS       e.g. "80;90" (default), passed to nvcc as -gencode flags
+  CUDA_HOME                   CUDA toolkit root (default: the directory above `which nvcc`)
+  IMMISCIBLE_DEBUG=1          -O0 -g builds
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+from torch.utils import cpp_extension
+from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+ROOT = Path(__file__).parent
+DEBUG = os.environ.get("IMMISCIBLE_DEBUG") == "1"
+# torch 2.10 is the oldest release whose stable ABI has everything the kernels use.
+TORCH_TARGET = "-DTORCH_TARGET_VERSION=0x020a000000000000"
+PY_LIMITED = "-DPy_LIMITED_API=0x030a0000"
+
+
+def find_cuda_home():
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if home is None and shutil.which("nvcc"):
+        home = str(Path(shutil.which("nvcc")).resolve().parent.parent)
+    return home if home and Path(home, "bin", "nvcc").exists() else None
+
+
+def want_cuda(cuda_home):
+    switch = os.environ.get("IMMISCIBLE_BUILD_CUDA")
+    if switch is not None:
+        if switch == "1" and cuda_home is None:
+            raise RuntimeError("IMMISCIBLE_BUILD_CUDA=1 but no nvcc was found; set CUDA_HOME")
+        return switch == "1"
+    return cuda_home is not None
+
+
+def sources(folder, suffix):
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / folder).glob(f"*{suffix}"))
+
+
+cxx_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
+cxx_flags += ["-std=c++17", "-fvisibility=hidden", TORCH_TARGET, PY_LIMITED]
+
+extensions = [
+    CppExtension(
+        "immiscible_ops._C",
+        ["csrc/module.cpp", "csrc/ops.cpp"] + sources("csrc/cpu", ".cpp"),
+        include_dirs=[str(ROOT / "csrc")],
+        extra_compile_args={"cxx": cxx_flags + ["-fopenmp"]},
+        extra_link_args=["-fopenmp"],
+        py_limited_api=True,
+    )
+]
+
+cuda_home = find_cuda_home()
+if want_cuda(cuda_home):
+    # CPU-only torch leaves cpp_extension.CUDA_HOME unset; BuildExtension needs it to drive nvcc.
+    cpp_extension.CUDA_HOME = cuda_home
+    archs = os.environ.get("IMMISCIBLE_CUDA_ARCHS", "80;90").split(";")
+    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs if a]
+    gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
+    nvcc_flags = ["-O0", "-G"] if DEBUG else ["-O3", "-lineinfo"]
+    nvcc_flags += ["-std=c++17", "--expt-relaxed-constexpr", "-DUSE_CUDA", TORCH_TARGET,
+                   PY_LIMITED, "-Xcompiler=-fvisibility=hidden"] + gencode
+    # A plain CppExtension (not CUDAExtension): CUDAExtension links c10_cuda/torch_cuda, which
+    # CPU-only torch does not ship. The module needs only the static CUDA runtime.
+    extensions.append(
+        CppExtension(
+            "immiscible_ops._C_cuda",
+            ["csrc/module_cuda.cpp"] + sources("csrc/cuda", ".cu"),
+            include_dirs=[str(ROOT / "csrc"), str(Path(cuda_home, "include"))],
+            library_dirs=[str(Path(cuda_home, "lib64"))],
+            libraries=["cudart_static", "rt", "dl", "pthread"],
+            extra_compile_args={"cxx": cxx_flags + ["-DUSE_CUDA"], "nvcc": nvcc_flags},
+            py_limited_api=True,
+        )
+    )
+
+setup(
+    ext_modules=extensions,
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+)
