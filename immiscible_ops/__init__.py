@@ -1,2 +1,17 @@
+"""immiscible_ops: fast noise assignment for Immiscible Diffusion.
+
+    noise = immiscible_ops.immiscible_noise(latents)   # instead of torch.randn_like(latents)
+
+Operators (also as torch.ops.immiscible.*): linear_assignment, pairwise_distance, assign.
+"""
+
 from immiscible_ops._loading import load_extensions
+
 HAS_CUDA_KERNELS = load_extensions()
+
+from immiscible_ops import ops as _ops  # noqa: E402  (registers the Python kernels)
+from immiscible_ops.noise import immiscible_noise  # noqa: E402
+from immiscible_ops.ops import assign, linear_assignment, pairwise_distance  # noqa: E402
+
+__all__ = ["assign", "immiscible_noise", "linear_assignment", "pairwise_distance", "HAS_CUDA_KERNELS"]
+__version__ = "0.1.0"

@@ -1,0 +1,109 @@
+"""Input validation shared by the ops and their fake kernels: one place, ValueError, the
+argument named. Shape and dtype checks need no data; the value checks (`check_cost_values`)
+read the tensor and so synchronize with a GPU, which is why the ops can switch them off."""
+
+import torch
+
+METRICS = ("l2", "sqeuclidean", "l1")
+PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
+SOLVERS = ("auto", "exact", "auction")
+
+
+def check_choice(name: str, value: str, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}: unknown {name} {value!r}; expected one of {', '.join(allowed)}")
+
+
+def check_floating(name: str, t: torch.Tensor) -> None:
+    if not t.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+
+
+def check_tol(tol) -> None:
+    if tol is not None and not (tol > 0 and tol < float("inf")):
+        raise ValueError(f"tol: expected a positive finite number or None, got {tol}")
+
+
+def check_cost(cost: torch.Tensor, solver: str, tol) -> None:
+    """Shape/dtype/options of a linear_assignment call (no data read)."""
+    if cost.dim() < 2:
+        raise ValueError(f"cost: expected at least 2 dims [..., N, M], got shape {tuple(cost.shape)}")
+    check_floating("cost", cost)
+    n, m = cost.shape[-2], cost.shape[-1]
+    if n > m:
+        raise ValueError(
+            f"cost: more rows than columns (N={n} > M={m}); every row needs its own column. "
+            "Pass the transpose and invert the result."
+        )
+    check_choice("solver", solver, SOLVERS)
+    check_tol(tol)
+
+
+def check_cost_values(cost: torch.Tensor) -> None:
+    """NaN and -inf make the optimum undefined; +inf (forbidden) is allowed."""
+    if torch.isnan(cost).any():
+        raise ValueError("cost: contains NaN")
+    if torch.isneginf(cost).any():
+        raise ValueError("cost: contains -inf; only +inf (a forbidden pair) is allowed")
+
+
+def check_infeasible(status: torch.Tensor, batch_shape) -> None:
+    bad = torch.nonzero(status).flatten()
+    if bad.numel():
+        index = tuple(torch.unravel_index(bad[0], tuple(batch_shape))) if len(batch_shape) else ()
+        where = f" (problem at batch index {tuple(int(i) for i in index)})" if index else ""
+        raise ValueError(
+            f"cost: no feasible assignment{where}: every assignment uses a +inf entry "
+            f"({bad.numel()} of {status.numel()} problems infeasible)"
+        )
+
+
+def check_pair(x: torch.Tensor, y: torch.Tensor, metric: str, precision: str) -> None:
+    """pairwise_distance(x [..., N, D], y [..., M, D])."""
+    for name, t in (("x", x), ("y", y)):
+        if t.dim() < 2:
+            raise ValueError(f"{name}: expected at least 2 dims [..., rows, D], got shape {tuple(t.shape)}")
+        check_floating(name, t)
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"y: feature dim {y.shape[-1]} differs from x's {x.shape[-1]}")
+    try:
+        torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"y: batch dims {tuple(y.shape[:-2])} do not broadcast with x's {tuple(x.shape[:-2])}"
+        ) from None
+    if x.device != y.device:
+        raise ValueError(f"y: on {y.device}, x on {x.device}; both must be on one device")
+    check_choice("metric", metric, METRICS)
+    check_choice("precision", precision, PRECISIONS)
+
+
+def check_assign(x, noise, metric, precision, solver, tol, groups) -> None:
+    """assign(x [B, ...], noise [K, ...], groups [B]?)."""
+    if x.dim() < 1 or noise.dim() < 1:
+        raise ValueError("x, noise: expected a leading batch dimension")
+    check_floating("x", x)
+    check_floating("noise", noise)
+    if x.shape[1:] != noise.shape[1:]:
+        raise ValueError(
+            f"noise: trailing shape {tuple(noise.shape[1:])} differs from x's {tuple(x.shape[1:])}"
+        )
+    if noise.shape[0] < x.shape[0]:
+        raise ValueError(
+            f"noise: pool of {noise.shape[0]} is smaller than the batch of {x.shape[0]}"
+        )
+    if x.device != noise.device:
+        raise ValueError(f"noise: on {noise.device}, x on {x.device}; both must be on one device")
+    check_choice("metric", metric, METRICS)
+    check_choice("precision", precision, PRECISIONS)
+    check_choice("solver", solver, SOLVERS)
+    check_tol(tol)
+    if groups is not None:
+        if groups.dim() != 1 or groups.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"groups: expected shape [{x.shape[0]}] (one label per image), got {tuple(groups.shape)}"
+            )
+        if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
+            raise ValueError(f"groups: expected integer labels, got dtype {groups.dtype}")
+        if groups.device != x.device:
+            raise ValueError(f"groups: on {groups.device}, x on {x.device}")
