@@ -6,7 +6,7 @@ every CPython >= 3.10 and torch >= 2.10.
 Environment switches:
   IMMISCIBLE_BUILD_CUDA=0|1   force the CUDA module off/on (default: on when nvcc is found)
   IMMISCIBLE_CUDA_ARCHS       e.g. "80;90" (default), passed to nvcc as -gencode flags
-  CUDA_HOME                   CUDA toolkit root (default: the directory above `which nvcc`)
+  CUDA_HOME                   CUDA toolkit root (default: /usr/local/cuda, else above `which nvcc`)
   IMMISCIBLE_DEBUG=1          -O0 -g builds
 """
 
@@ -26,10 +26,14 @@ PY_LIMITED = "-DPy_LIMITED_API=0x030a0000"
 
 
 def find_cuda_home():
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    if home is None and shutil.which("nvcc"):
-        home = str(Path(shutil.which("nvcc")).resolve().parent.parent)
-    return home if home and Path(home, "bin", "nvcc").exists() else None
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:  # nvcc on PATH may be a wrapper script; its resolved parent is only a last guess
+        candidates.append(str(Path(nvcc).resolve().parent.parent))
+    for home in filter(None, candidates):
+        if Path(home, "bin", "nvcc").exists() and Path(home, "include", "cuda_runtime.h").exists():
+            return home
+    return None
 
 
 def want_cuda(cuda_home):

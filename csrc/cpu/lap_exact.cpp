@@ -104,10 +104,12 @@ class JonkerVolgenant {
     std::vector<Index> next_free;
     const Index num_free = static_cast<Index>(free_rows.size());
     Index k = 0;
-    // Bounds the immediate re-processing of displaced rows, as in the original LAPJV.
-    Index budget = num_free * 4 + 16;
+    // Re-processing a displaced row right away is what makes this phase cheap, but it can cycle
+    // on ties; LAPJV's bound of (rows taken so far) * m steps keeps it finite.
+    Index steps = 0;
     while (k < num_free) {
       const Index i = free_rows[k++];
+      ++steps;
       const double* ci = row(i);
       double u1 = kInf, u2 = kInf;
       Index j1 = -1, j2 = -1;
@@ -138,7 +140,7 @@ class JonkerVolgenant {
       x_[i] = j1;
       y_[j1] = i;
       if (i0 >= 0) {
-        if (strictly_best && u2 < kInf && --budget > 0) {
+        if (strictly_best && u2 < kInf && steps < k * m_) {
           free_rows[--k] = i0;  // process the displaced row right away
         } else {
           next_free.push_back(i0);
