@@ -1,25 +1,77 @@
-"""immiscible_noise: Gaussian noise already coupled to a batch, the one line a training loop needs."""
+"""immiscible_noise: Gaussian noise already coupled to a batch, the one line a training loop needs.
+
+Methods (docs/NOISE.md gives cost and traffic):
+  "assign"  B draws, minimum-distance assignment of the batch (the paper's method, default)
+  "pool"    pool_factor * B draws, the batch takes its best B of them
+  "knn"     per image k draws, keep the nearest (fused kernel on CUDA, immiscible_ops.knn)
+  "flip"    control: assignment computed against the noise with its flattened dims reversed,
+            applied to the unreversed noise (same permutation cost, no transport benefit)
+  "none"    plain Gaussian noise
+"""
 
 from typing import Optional
 
 import torch
 
+from immiscible_ops import knn as _knn
 from immiscible_ops.ops import assign
 
-METHODS = ("assign", "none")
+METHODS = ("assign", "pool", "knn", "flip", "none")
+ASSIGN_KWARGS = ("metric", "precision", "solver", "tol", "validate")
+_KNN_METRICS = ("l2", "sqeuclidean")  # same argmin
+
+
+def _check_int(name: str, value, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected an integer >= 1 ({what}), got {value!r}")
+
+
+def _check_groups(x: torch.Tensor, groups: Optional[torch.Tensor]) -> None:
+    if groups is None:
+        return
+    if not isinstance(groups, torch.Tensor) or groups.dim() != 1 or groups.shape[0] != x.shape[0]:
+        shape = tuple(groups.shape) if isinstance(groups, torch.Tensor) else type(groups).__name__
+        raise ValueError(f"groups: expected shape [{x.shape[0]}] (one label per image), got {shape}")
+    if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
+        raise ValueError(f"groups: expected integer labels, got dtype {groups.dtype}")
+    if groups.device != x.device:
+        raise ValueError(f"groups: on {groups.device}, x on {x.device}")
 
 
 def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
                      generator: Optional[torch.Generator] = None,
-                     groups: Optional[torch.Tensor] = None, **assign_kwargs) -> torch.Tensor:
-    """Returns noise shaped and typed like x [B, ...].
-
-    method "assign": B standard-normal draws permuted so that noise[i] is x[i]'s partner in the
-    minimum-distance assignment (keyword arguments go to `assign`); "none": plain noise.
-    """
+                     groups: Optional[torch.Tensor] = None, k: int = 8, pool_factor: int = 2,
+                     **assign_kwargs) -> torch.Tensor:
+    """Returns noise shaped and typed like x [B, ...] for method "assign" | "pool" | "knn" |
+    "flip" | "none" (module docstring); k: knn candidates per image; pool_factor: pool of
+    pool_factor * B draws; groups [B]: class labels, images take noise from their class's share
+    (ignored by "knn", whose candidates are per image); other keywords go to `assign`."""
     if method not in METHODS:
         raise ValueError(f"method: unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    if method == "none":
-        return noise
+    unknown = sorted(set(assign_kwargs) - set(ASSIGN_KWARGS))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown keyword argument; expected k, pool_factor, "
+                         f"groups or one of {', '.join(ASSIGN_KWARGS)}")
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.is_floating_point():
+        raise ValueError("x: expected a floating-point tensor with a leading batch dimension")
+    _check_int("k", k, "candidates per image")
+    _check_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
+    _check_groups(x, groups)
+
+    if method == "knn":
+        metric = assign_kwargs.get("metric", "l2")
+        if metric not in _KNN_METRICS:
+            raise ValueError(f"metric: method 'knn' supports {' or '.join(_KNN_METRICS)}, got {metric!r}")
+        return _knn.knn_noise(x, k, generator=generator)
+
+    b = x.shape[0]
+    pool = pool_factor * b if method == "pool" else b
+    noise = torch.randn((pool, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
+    if method == "none" or b == 0:
+        return noise[:b]
+    if method == "flip":
+        # Reversing the flattened dims keeps every distance's distribution but breaks the
+        # image-noise geometry the assignment would exploit.
+        target = noise.reshape(b, -1).flip(-1).reshape(noise.shape)
+        return noise[assign(x, target, groups=groups, **assign_kwargs)]
     return noise[assign(x, noise, groups=groups, **assign_kwargs)]
