@@ -1,0 +1,382 @@
+"""Triton kernels behind immiscible::pairwise_distance on CUDA (see docs/DISTANCE.md).
+
+Two launches per call:
+  1. `_prepare_rows`: one pass over each row of x and of y that rounds it to the requested
+     precision (fp8: row amax -> scale = amax / 448 -> e4m3), writes the rounded copy when the
+     dot needs one, and the fp32 sum of squares of the rounded values (the row norms).
+  2. `_sqdist_kernel` (l2, sqeuclidean): |x|^2 + |y|^2 - 2 x.y, the dot on tensor cores with
+     tl.dot on block tiles, grouped tile order, autotuned; or `_l1_kernel` on CUDA cores.
+
+With TRITON_INTERPRET=1 set before triton is imported, CPU tensors run the same kernels through
+the Triton interpreter with one small fixed config (no autotuning), so tests need no GPU.
+Importing this module makes no CUDA call.
+"""
+
+import contextlib
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.jit import JITFunction
+
+from immiscible_ops import _checks
+
+FP8_MAX = 448.0  # largest finite float8_e4m3fn value, as in reference.fp8_row_scale
+
+# Rounding modes of _prepare_rows.
+_Q_NONE, _Q_FP16, _Q_BF16, _Q_FP8 = 0, 1, 2, 3
+_QUANT = {"fp32": _Q_NONE, "fp16": _Q_FP16, "bf16": _Q_BF16, "fp8": _Q_FP8}
+_STORAGE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn}
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels (plain functions, turned into JIT or interpreted kernels below)
+
+
+def _prepare_rows(src, dst, scale_out, norm_out, D, stride_r, stride_d,
+                  BLOCK_D: tl.constexpr, QUANT: tl.constexpr, WRITE: tl.constexpr):
+    # src [R, D] (any strides) -> dst [R, D] contiguous rounded copy (if WRITE),
+    # norm_out [R] fp32 sum of squares of the rounded values, scale_out [R] (fp8 only).
+    row = tl.program_id(0).to(tl.int64)
+    src_row = src + row * stride_r
+    offs = tl.arange(0, BLOCK_D)
+    scale = 1.0
+    if QUANT == 3:
+        amax = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for k in range(0, D, BLOCK_D):
+            v = tl.load(src_row + (k + offs) * stride_d, mask=k + offs < D, other=0.0)
+            amax = tl.maximum(amax, tl.abs(v.to(tl.float32)))
+        row_max = tl.max(amax, axis=0)
+        # div_rn, not '/': Triton's fp32 division is approximate and the scale must equal
+        # reference.fp8_row_scale bit for bit.
+        scale = tl.where(row_max > 0, tl.math.div_rn(row_max, FP8_MAX), 1.0)
+        tl.store(scale_out + row, scale)
+    sumsq = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for k in range(0, D, BLOCK_D):
+        mask = k + offs < D
+        v = tl.load(src_row + (k + offs) * stride_d, mask=mask, other=0.0).to(tl.float32)
+        # Rounding is done on the fp32 bit pattern (round to nearest even, as torch casts) so the
+        # final cast is exact: the Triton interpreter truncates bf16 casts and drops the exponent
+        # carry of fp8 casts, which would make the CPU tests check a different rounding.
+        if QUANT == 1:
+            q = v.to(tl.float16).to(tl.float32)
+        elif QUANT == 2:
+            bits = v.to(tl.uint32, bitcast=True)
+            bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+            q = tl.where(v != v, v, bits.to(tl.float32, bitcast=True))
+        elif QUANT == 3:
+            a = tl.abs(tl.math.div_rn(v, scale))
+            bits = a.to(tl.uint32, bitcast=True)
+            bits = ((bits + 0x7FFFF + ((bits >> 20) & 1)) >> 20) << 20  # keep 3 mantissa bits
+            normal = tl.minimum(bits.to(tl.float32, bitcast=True), FP8_MAX)
+            # Below 2^-6 e4m3 is subnormal with a fixed step of 2^-9.
+            s = a * 512.0
+            f = tl.floor(s)
+            r = s - f
+            up = (r > 0.5) | ((r == 0.5) & ((f.to(tl.int32) & 1) == 1))
+            sub = (f + up.to(tl.float32)) * (1.0 / 512.0)
+            qa = tl.where(a < 0.015625, sub, normal)
+            q = tl.where(v < 0, -qa, qa)
+        else:
+            q = v
+        if WRITE:
+            tl.store(dst + row * D + k + offs, q.to(dst.dtype.element_ty), mask=mask)
+        if QUANT == 3:
+            q = q * scale
+        sumsq += q * q
+    tl.store(norm_out + row, tl.sum(sumsq, axis=0))
+
+
+def _sqdist_kernel(x, y, nx, ny, sx, sy, out, N, M, D,
+                   sxb, sxn, sxd, syb, sym, syd, snxb, snyb, sob, son, som,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   GROUP_M: tl.constexpr, DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr,
+                   SCALED: tl.constexpr, SQRT: tl.constexpr, EVEN_K: tl.constexpr):
+    # x [P, N, D], y [P, M, D], nx/sx [P, N], ny/sy [P, M] (batch stride may be 0) -> out [P, N, M]
+    pid = tl.program_id(0)
+    batch = tl.program_id(1).to(tl.int64)
+    num_m = tl.cdiv(N, BLOCK_M)
+    num_n = tl.cdiv(M, BLOCK_N)
+    # Grouped order: GROUP_M row blocks sweep the column blocks together, so the y tiles they
+    # share are still in L2 (the tile order of Triton's matmul tutorial).
+    group_size = GROUP_M * num_n
+    first_m = (pid // group_size) * GROUP_M
+    rows_in_group = min(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % group_size) % rows_in_group
+    pid_n = (pid % group_size) // rows_in_group
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    # Wrap out-of-range rows onto valid ones instead of masking: loads stay unmasked along
+    # rows, the extra results are dropped by the store mask.
+    rows_m = (offs_m % N).to(tl.int64)
+    rows_n = (offs_n % M).to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    x_ptrs = x + batch * sxb + rows_m[:, None] * sxn + offs_k[None, :] * sxd
+    y_ptrs = y + batch * syb + rows_n[:, None] * sym + offs_k[None, :] * syd
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k in range(0, tl.cdiv(D, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(x_ptrs)
+            b = tl.load(y_ptrs)
+        else:
+            k_mask = offs_k[None, :] < D - k * BLOCK_K
+            a = tl.load(x_ptrs, mask=k_mask, other=0.0)
+            b = tl.load(y_ptrs, mask=k_mask, other=0.0)
+        # Both operands K-major ([rows, K]), the layout fp8 wgmma requires.
+        if IEEE:
+            acc = tl.dot(a.to(DOT_DTYPE), tl.trans(b.to(DOT_DTYPE)), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a.to(DOT_DTYPE), tl.trans(b.to(DOT_DTYPE)), acc)
+        x_ptrs += BLOCK_K * sxd
+        y_ptrs += BLOCK_K * syd
+
+    if SCALED:
+        acc = acc * tl.load(sx + batch * snxb + rows_m)[:, None]
+        acc = acc * tl.load(sy + batch * snyb + rows_n)[None, :]
+    norm_x = tl.load(nx + batch * snxb + rows_m)
+    norm_y = tl.load(ny + batch * snyb + rows_n)
+    sq = norm_x[:, None] + norm_y[None, :] - 2.0 * acc
+    sq = tl.maximum(sq, 0.0)
+    if SQRT:
+        sq = tl.sqrt_rn(sq)
+    out_ptrs = (out + batch * sob + offs_m[:, None].to(tl.int64) * son
+                + offs_n[None, :].to(tl.int64) * som)
+    tl.store(out_ptrs, sq, mask=(offs_m[:, None] < N) & (offs_n[None, :] < M))
+
+
+def _l1_kernel(x, y, sx, sy, out, N, M, D,
+               sxb, sxn, sxd, syb, sym, syd, snxb, snyb, sob, son, som,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+               GROUP_M: tl.constexpr, SCALED: tl.constexpr):
+    # Same layout as _sqdist_kernel; sum_k |x_ik - y_jk| has no matmul form, so CUDA cores.
+    pid = tl.program_id(0)
+    batch = tl.program_id(1).to(tl.int64)
+    num_m = tl.cdiv(N, BLOCK_M)
+    num_n = tl.cdiv(M, BLOCK_N)
+    group_size = GROUP_M * num_n
+    first_m = (pid // group_size) * GROUP_M
+    rows_in_group = min(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % group_size) % rows_in_group
+    pid_n = (pid % group_size) // rows_in_group
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows_m = (offs_m % N).to(tl.int64)
+    rows_n = (offs_n % M).to(tl.int64)
+    offs_k = tl.arange(0, BLOCK_K)
+    x_ptrs = x + batch * sxb + rows_m[:, None] * sxn + offs_k[None, :] * sxd
+    y_ptrs = y + batch * syb + rows_n[:, None] * sym + offs_k[None, :] * syd
+    if SCALED:
+        scale_x = tl.load(sx + batch * snxb + rows_m)[:, None]
+        scale_y = tl.load(sy + batch * snyb + rows_n)[:, None]
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k in range(0, tl.cdiv(D, BLOCK_K)):
+        # Padding with 0 on both sides adds |0 - 0| = 0.
+        k_mask = offs_k[None, :] < D - k * BLOCK_K
+        a = tl.load(x_ptrs, mask=k_mask, other=0.0).to(tl.float32)
+        b = tl.load(y_ptrs, mask=k_mask, other=0.0).to(tl.float32)
+        if SCALED:  # fp8: |sx qx - sy qy| does not factor, dequantize first
+            a = a * scale_x
+            b = b * scale_y
+        acc += tl.sum(tl.abs(a[:, None, :] - b[None, :, :]), axis=2)
+        x_ptrs += BLOCK_K * sxd
+        y_ptrs += BLOCK_K * syd
+
+    out_ptrs = (out + batch * sob + offs_m[:, None].to(tl.int64) * son
+                + offs_n[None, :].to(tl.int64) * som)
+    tl.store(out_ptrs, acc, mask=(offs_m[:, None] < N) & (offs_n[None, :] < M))
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs. Tensor-core tiles: 128x128..128x256 with BLOCK_K 64 (fp16/bf16) or 128 (fp8, so a
+# tile row is 128 bytes either way) keep the SM's tensor cores fed from a 3-4 stage shared
+# memory pipeline; (128 + 256) * 64 * 2 B * 3 stages = 144 KiB fits the H100's 227 KiB.
+
+
+def _cfg(bm, bn, bk, stages, warps, group=8):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group},
+                         num_stages=stages, num_warps=warps)
+
+
+_TC_CONFIGS = [
+    _cfg(128, 256, 64, 3, 8),
+    _cfg(256, 128, 64, 3, 8),
+    _cfg(128, 128, 64, 4, 8),
+    _cfg(128, 128, 64, 4, 4),
+    _cfg(128, 256, 128, 3, 8),
+    _cfg(128, 128, 128, 4, 8),
+    _cfg(64, 128, 64, 4, 4),
+    _cfg(64, 64, 64, 4, 4),
+]
+# fp32 "ieee" runs on FMA units with 4-byte operands: smaller tiles, BLOCK_K 32.
+_IEEE_CONFIGS = [
+    _cfg(128, 128, 32, 3, 8),
+    _cfg(128, 64, 32, 3, 4),
+    _cfg(64, 64, 32, 3, 4),
+    _cfg(64, 32, 32, 4, 4),
+]
+# l1 materializes a [BLOCK_M, BLOCK_N, BLOCK_K] difference in registers: keep it ~8K elements.
+_L1_CONFIGS = [
+    _cfg(64, 64, 4, 3, 8),
+    _cfg(32, 64, 8, 3, 4),
+    _cfg(32, 32, 8, 3, 4),
+    _cfg(64, 32, 4, 3, 4),
+]
+_INTERP_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}
+_INTERP_L1_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 4}
+
+
+def _prune(configs, named_args, **kwargs):
+    # Tiles far larger than the problem only waste autotuning time.
+    n, m = named_args["N"], named_args["M"]
+    fit = [c for c in configs
+           if c.kwargs["BLOCK_M"] <= max(64, triton.next_power_of_2(n))
+           and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(m))]
+    return fit or configs[-1:]
+
+
+_KEY = ["N", "M", "D", "DOT_DTYPE"]  # the autotuner also keys on every tensor's dtype
+_even_k = triton.heuristics({"EVEN_K": lambda args: args["D"] % args["BLOCK_K"] == 0})
+_prepare_jit = triton.jit(_prepare_rows)
+_sqdist_jit = triton.jit(_sqdist_kernel)
+_l1_jit = triton.jit(_l1_kernel)
+_sqdist_tc = triton.autotune(_TC_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune})(
+    _even_k(_sqdist_jit))
+_sqdist_ieee = triton.autotune(_IEEE_CONFIGS, key=_KEY, prune_configs_by={"early_config_prune": _prune})(
+    _even_k(_sqdist_jit))
+_l1_tuned = triton.autotune(_L1_CONFIGS, key=["N", "M", "D"], prune_configs_by={"early_config_prune": _prune})(
+    _l1_jit)
+
+# TRITON_INTERPRET=1 when triton was imported turns every triton.jit function, the ones in
+# triton.language included, into an interpreted one that runs on CPU tensors; it cannot be
+# switched on later.
+INTERPRETED = not isinstance(_sqdist_jit, JITFunction)
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side
+
+
+def _capability(device: torch.device):
+    return (0, 0) if device.type != "cuda" else torch.cuda.get_device_capability(device)
+
+
+def _dot_dtype(precision: str, device: torch.device, interpreted: bool):
+    """(tl dtype the tiles are multiplied in, torch dtype of the rounded copy)."""
+    if precision == "fp32":
+        return tl.float32, None
+    if precision == "fp16":
+        return tl.float16, torch.float16
+    cap = (9, 0) if interpreted else _capability(device)
+    if precision == "bf16":
+        # The interpreter's bf16 tl.dot returns garbage (it multiplies the raw bits); bf16
+        # products are exact in fp32, so an fp32 dot gives the same result.
+        if interpreted or cap < (8, 0):
+            return tl.float32, torch.bfloat16
+        return tl.bfloat16, torch.bfloat16
+    # fp8 tensor cores need sm_89+; e4m3 values are exact in fp16, so older GPUs lose nothing.
+    if cap < (8, 9):
+        return tl.float16, torch.float16
+    return tl.float8e4nv, torch.float8_e4m3fn
+
+
+def _prepare(t: torch.Tensor, precision: str, storage, need_norms: bool, interpreted: bool):
+    """t [..., R, D] -> (operand [..., R, D], norms [..., R] or None, scales [..., R] or None)."""
+    d = t.shape[-1]
+    write = storage is not None and (precision == "fp8" or t.dtype != storage)
+    if not write and not need_norms:
+        return t, None, None
+    rows = t.reshape(-1, d)
+    r = rows.shape[0]
+    norms = torch.empty(r, dtype=torch.float32, device=t.device)
+    scales = torch.empty(r if precision == "fp8" else 1, dtype=torch.float32, device=t.device)
+    dst = torch.empty((r, d), dtype=storage, device=t.device) if write else norms
+    if r:
+        block_d = min(triton.next_power_of_2(max(d, 16)), 128 if interpreted else 1024)
+        _prepare_jit[(r,)](rows, dst, scales, norms, d, rows.stride(0), rows.stride(1),
+                     BLOCK_D=block_d, QUANT=_QUANT[precision], WRITE=write,
+                     num_warps=4 if d >= 1024 else 1)
+    operand = dst.view(t.shape) if write else t
+    return operand, norms.view(t.shape[:-1]), (scales.view(t.shape[:-1]) if precision == "fp8" else None)
+
+
+def _flat(t, batch, p, trailing):
+    """t [..., *trailing] with batch dims broadcastable to `batch` -> a [P, *trailing] view (a
+    copy only when the broadcast strides cannot be merged into one)."""
+    if t is None:
+        return None
+    shape = t.shape[t.dim() - trailing:]
+    return t.expand(*batch, *shape).reshape(p, *shape)
+
+
+def triton_pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "l2",
+                             precision: str = "fp32") -> torch.Tensor:
+    """x [..., N, D], y [..., M, D] -> float32 [..., N, M] with the Triton kernels on x's device
+    (CPU tensors: the Triton interpreter). Inputs are assumed valid (see _checks.check_pair)."""
+    batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    n, m, d = x.shape[-2], y.shape[-2], x.shape[-1]
+    p = math.prod(batch)
+    out = torch.empty((p, n, m), dtype=torch.float32, device=x.device)
+    if out.numel() == 0:
+        return out.view(*batch, n, m)
+    if d == 0:
+        return out.zero_().view(*batch, n, m)
+    # Other floating dtypes (fp64, fp8 inputs) are first rounded to fp32, as the reference does.
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        x = x.float()
+    if y.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        y = y.float()
+
+    interpreted = INTERPRETED
+    if x.device.type == "cpu" and not interpreted:
+        raise RuntimeError(
+            "triton_pairwise_distance: CPU tensors need the Triton interpreter; set "
+            "TRITON_INTERPRET=1 before triton is first imported"
+        )
+    dot_dtype, storage = _dot_dtype(precision, x.device, interpreted)
+    l1 = metric == "l1"
+    xq, nx, sx = _prepare(x, precision, storage, not l1, interpreted)
+    yq, ny, sy = _prepare(y, precision, storage, not l1, interpreted)
+    xq, yq = _flat(xq, batch, p, 2), _flat(yq, batch, p, 2)
+    # Norms and scales come out of _prepare with one shape and layout, so one batch stride
+    # serves both.
+    nx, ny, sx, sy = (_flat(t, batch, p, 1) for t in (nx, ny, sx, sy))
+    scaled = sx is not None
+    dummy = out  # kernels need a tensor for every pointer, even unused ones
+    snxb = nx.stride(0) if nx is not None else 0
+    snyb = ny.stride(0) if ny is not None else 0
+    strides = (*xq.stride(), *yq.stride(), snxb, snyb, *out.stride())
+
+    def grid(meta):
+        return (triton.cdiv(n, meta["BLOCK_M"]) * triton.cdiv(m, meta["BLOCK_N"]), p)
+
+    with torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext():
+        if l1:
+            args = (xq, yq, sx if scaled else dummy, sy if scaled else dummy, out, n, m, d, *strides)
+            if interpreted:
+                _l1_jit[grid(_INTERP_L1_CONFIG)](*args, **_INTERP_L1_CONFIG, SCALED=scaled)
+            else:
+                _l1_tuned[grid](*args, SCALED=scaled)
+        else:
+            args = (xq, yq, nx, ny, sx if scaled else dummy, sy if scaled else dummy, out,
+                    n, m, d, *strides)
+            flags = {"DOT_DTYPE": dot_dtype, "IEEE": dot_dtype == tl.float32, "SCALED": scaled,
+                     "SQRT": metric == "l2"}
+            if interpreted:
+                cfg = _INTERP_CONFIG
+                _sqdist_jit[grid(cfg)](
+                    *args, **cfg, **flags, EVEN_K=d % cfg["BLOCK_K"] == 0)
+            else:
+                (_sqdist_ieee if flags["IEEE"] else _sqdist_tc)[grid](*args, **flags)
+    return out.view(*batch, n, m)
+
+
+@torch.library.impl("immiscible::pairwise_distance", "CUDA")
+def _pairwise_distance_cuda(x, y, metric="l2", precision="fp32"):
+    _checks.check_pair(x, y, metric, precision)
+    return triton_pairwise_distance(x, y, metric, precision)
