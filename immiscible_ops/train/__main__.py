@@ -1,0 +1,5 @@
+import sys
+
+from immiscible_ops.train.cli import main
+
+sys.exit(main())

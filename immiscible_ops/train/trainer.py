@@ -1,0 +1,462 @@
+"""DDPM training with immiscible noise coupling, DDIM evaluation, checkpoints that resume
+bit-exactly, and JSONL/CSV logs; runs on one process or under torchrun (DDP)."""
+
+import copy
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+import torch.distributed as dist
+
+from immiscible_ops.noise import immiscible_noise
+from immiscible_ops.train import data as data_mod
+from immiscible_ops.train import metrics, models
+
+COUPLINGS = ("none", "assign", "pool", "knn", "flip")
+# Fields that may change between a run and its resumption: they do not alter the training path.
+RESUMABLE_CHANGES = {"out", "steps", "resume", "eval_every", "eval_samples", "sample_steps",
+                     "checkpoint_every", "log_every", "progress", "cache_dir", "device"}
+
+
+@dataclass
+class Config:
+    """Everything a run depends on; saved in every checkpoint and in out/config.json."""
+
+    data: str = "digits"
+    out: str = "runs/default"
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 100
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    coupling: str = "none"
+    precision: str = "fp16"
+    solver: str = "auto"
+    pool_factor: float = 2.0
+    k: int = 4
+    assignment_scope: str = "rank"
+    class_conditional: bool = False
+    image_size: Optional[int] = None
+    n_points: int = 8000
+    test_fraction: float = 0.2
+    unet_widths: Tuple[int, ...] = (32, 64)
+    layers_per_block: int = 1
+    mlp_hidden: int = 128
+    mlp_depth: int = 3
+    train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    sample_steps: int = 20
+    eval_every: int = 200
+    eval_samples: int = 1000
+    checkpoint_every: int = 500
+    log_every: int = 10
+    resume: Optional[str] = None
+    progress: bool = True
+    cache_dir: Optional[str] = None
+
+    def validate(self):
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"coupling: unknown coupling {self.coupling!r}; expected one of {', '.join(COUPLINGS)}")
+        if self.assignment_scope not in ("rank", "global"):
+            raise ValueError(f"assignment_scope: expected rank or global, got {self.assignment_scope!r}")
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every",
+                     "sample_steps", "eval_samples", "train_timesteps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction: expected a value in (0, 1), got {self.test_fraction}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay: expected a value in [0, 1), got {self.ema_decay}")
+        return self
+
+    def training_dict(self) -> dict:
+        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_CHANGES}
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["unet_widths"] = list(self.unet_widths)
+        return d
+
+
+def noise_kwargs(cfg: Config) -> dict:
+    """Options immiscible_noise takes for the chosen coupling."""
+    if cfg.coupling == "assign":
+        return {"precision": cfg.precision, "solver": cfg.solver}
+    if cfg.coupling == "pool":
+        return {"precision": cfg.precision, "solver": cfg.solver, "pool_factor": cfg.pool_factor}
+    if cfg.coupling == "knn":
+        return {"k": cfg.k}
+    return {}
+
+
+class Dist:
+    """Process-group facts; single-process when not launched by torchrun."""
+
+    def __init__(self, device: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", local)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.owns_group = False
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.owns_group = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.world > 1:
+            dist.barrier()
+
+    def gather(self, obj):
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def close(self):
+        if self.owns_group:
+            dist.destroy_process_group()
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
+    """Global batch of a step: consecutive slices of seeded per-epoch permutations, a pure
+    function of the step so resuming needs no data-loader state."""
+    pos = torch.arange(step * batch, (step + 1) * batch)
+    epochs, offsets = pos // n, pos % n
+    out = torch.empty(batch, dtype=torch.long)
+    for e in epochs.unique().tolist():
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + e))
+        sel = epochs == e
+        out[sel] = perm[offsets[sel]]
+    return out
+
+
+class Logger:
+    """Every record to log.jsonl, train/eval records also to train.csv/eval.csv; on resume the
+    records past the checkpoint's step are dropped, so the files read like one run."""
+
+    def __init__(self, out: Path, resume_step: Optional[int]):
+        self.out = out
+        self.jsonl = out / "log.jsonl"
+        self.headers = {}
+        records = []
+        if resume_step is not None and self.jsonl.exists():
+            records = [r for r in map(json.loads, self.jsonl.read_text().splitlines())
+                       if r.get("step", 0) <= resume_step]
+        for kind in ("train", "eval"):
+            (out / f"{kind}.csv").unlink(missing_ok=True)
+        self.jsonl.write_text("")
+        for r in records:
+            self.log(r)
+
+    def log(self, record: dict):
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        kind = record["type"]
+        if kind not in ("train", "eval"):
+            return
+        path = self.out / f"{kind}.csv"
+        new = kind not in self.headers
+        if new:
+            self.headers[kind] = [k for k in record if k != "type"]
+        with open(path, "a", newline="") as f:
+            w = csv.DictWriter(f, self.headers[kind], extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(record)
+
+
+class Evaluator:
+    """Samples the EMA model with DDIM and scores the samples against held-out data."""
+
+    def __init__(self, cfg: Config, train: data_mod.Dataset, test: data_mod.Dataset, device, log):
+        self.cfg, self.device = cfg, device
+        self.kind = test.kind
+        n = min(cfg.eval_samples, test.x.shape[0])
+        self.real = test.x[:n]
+        self.labels = test.labels[:n] if (cfg.class_conditional and test.labels is not None) else None
+        self.reference = {}
+        if self.kind == "image":
+            self.net = metrics.feature_extractor(train, cache_dir=cfg.cache_dir, seed=0, log=log)
+            self.real_features = metrics.extract(self.net, self.real)
+            # The metric's floor: real training images scored like samples.
+            floor = train.x[torch.randperm(train.x.shape[0], generator=torch.Generator().manual_seed(1))[:n]]
+            self.reference = metrics.image_metrics(self.net, self.real_features, floor)
+        else:
+            floor = train.x[torch.randperm(train.x.shape[0], generator=torch.Generator().manual_seed(1))[:n]]
+            self.reference = {"w2": metrics.w2_distance(floor, self.real)}
+
+    def __call__(self, model, ddim):
+        g = torch.Generator(self.device).manual_seed(self.cfg.seed + 12345)
+        labels = None if self.labels is None else self.labels.to(self.device)
+        was_training = model.training
+        model.eval()
+        x = models.ddim_sample(model, ddim, self.real.shape, steps=self.cfg.sample_steps,
+                               generator=g, device=self.device, labels=labels,
+                               clip=1.0 if self.kind == "image" else None).cpu()
+        model.train(was_training)
+        if self.kind == "image":
+            scores = metrics.image_metrics(self.net, self.real_features, x)
+        else:
+            scores = {"w2": metrics.w2_distance(x, self.real)}
+        return scores, x
+
+
+def save_samples(path: Path, x: torch.Tensor, kind: str, real: Optional[torch.Tensor] = None):
+    """PNG: an image grid (images) or a scatter plot over the real data (points)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "image":
+        from PIL import Image
+
+        x = x[:64]
+        n, c, h, w = x.shape
+        cols = int(math.ceil(math.sqrt(n)))
+        rows = int(math.ceil(n / cols))
+        grid = torch.full((c, rows * (h + 1) + 1, cols * (w + 1) + 1), -1.0)
+        for i in range(n):
+            r, q = divmod(i, cols)
+            grid[:, 1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = x[i]
+        arr = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        img = Image.fromarray(arr[..., 0] if c == 1 else arr[..., :3])
+        scale = max(1, 256 // img.width)  # small images are unreadable at native size
+        img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if real is not None:
+        ax.scatter(real[:, 0], real[:, 1], s=2, c="0.75", label="held-out data")
+    ax.scatter(x[:, 0], x[:, 1], s=2, c="C0", label="samples")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=7, markerscale=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _load_data(cfg: Config):
+    ds = data_mod.load_dataset(cfg.data, n_points=cfg.n_points, image_size=cfg.image_size, seed=cfg.seed)
+    if cfg.class_conditional and ds.labels is None:
+        raise ValueError(f"class_conditional: data {cfg.data!r} has no labels (image folders need one "
+                         "subfolder per class; .npz files a y or labels array)")
+    # The split's seed is fixed, not cfg.seed: every seed of an experiment scores on the same test set.
+    return ds.split(cfg.test_fraction, seed=0)
+
+
+def _ema_update(ema, model, decay):
+    with torch.no_grad():
+        e = list(ema.parameters())
+        p = list(model.parameters())
+        torch._foreach_lerp_(e, p, 1.0 - decay)
+        for eb, mb in zip(ema.buffers(), model.buffers()):
+            eb.copy_(mb)
+
+
+def _check_resume(ckpt: dict, cfg: Config, world: int, fingerprint: str, path: Path):
+    saved = ckpt["config"]
+    now = cfg.training_dict()
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
+        raise ValueError(f"resume: checkpoint {path} is from a different configuration ({detail})")
+    if ckpt["world_size"] != world:
+        raise ValueError(f"resume: checkpoint {path} was written by {ckpt['world_size']} processes, "
+                         f"this run has {world}; the noise generators are per process")
+    if ckpt["data_fingerprint"] != fingerprint:
+        raise ValueError(f"resume: checkpoint {path} was trained on different data "
+                         f"(fingerprint {ckpt['data_fingerprint']} vs {fingerprint})")
+
+
+def train(cfg: Config) -> dict:
+    """Runs (or resumes) cfg; returns a summary with the last evaluation and timings."""
+    cfg.validate()
+    ctx = Dist(cfg.device)
+    try:
+        return _train(cfg, ctx)
+    finally:
+        ctx.close()
+
+
+def _train(cfg: Config, ctx: Dist) -> dict:
+    if cfg.batch_size % ctx.world:
+        raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the world size {ctx.world}")
+    if cfg.assignment_scope == "global":
+        try:
+            from immiscible_ops import distributed  # noqa: F401
+        except ImportError as e:
+            raise ValueError("assignment_scope global needs immiscible_ops.distributed, which this "
+                             "installation lacks; use rank") from e
+    device = ctx.device
+    out = Path(cfg.out)
+    say = (lambda msg: print(msg, flush=True)) if ctx.main else (lambda msg: None)
+
+    ckpt, resume_path = None, None
+    if cfg.resume:
+        resume_path = out / "checkpoint.pt" if cfg.resume == "auto" else Path(cfg.resume)
+        if not resume_path.exists():
+            raise FileNotFoundError(f"resume: no checkpoint at {resume_path.resolve()}")
+        ckpt = torch.load(resume_path, map_location="cpu", weights_only=False)
+
+    train_set, test_set = _load_data(cfg)
+    fingerprint = train_set.fingerprint()
+    if ckpt is not None:
+        _check_resume(ckpt, cfg, ctx.world, fingerprint, resume_path)
+    if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    x_all = train_set.x.to(device)
+    use_labels = cfg.class_conditional
+    y_all = train_set.labels.to(device) if use_labels else None
+    num_classes = train_set.num_classes if use_labels else 0
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = models.build_model(train_set.kind, tuple(train_set.x.shape[1:]), num_classes,
+                               unet_widths=tuple(cfg.unet_widths), layers_per_block=cfg.layers_per_block,
+                               mlp_hidden=cfg.mlp_hidden, mlp_depth=cfg.mlp_depth).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    ddpm, ddim = models.build_schedulers(cfg.train_timesteps, cfg.beta_schedule)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
+    gen = torch.Generator(device).manual_seed(cfg.seed * 7919 + 104729 * (ctx.rank + 1))
+    step = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["lr_schedule"])
+        gen.set_state(ckpt["rng"]["noise"][ctx.rank])
+        torch.set_rng_state(ckpt["rng"]["torch_cpu"])
+        step = ckpt["step"]
+        say(f"resumed from {resume_path} at step {step}")
+    net = model
+    if ctx.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    logger = Logger(out, step if ckpt is not None else None) if ctx.main else None
+    evaluator = Evaluator(cfg, train_set, test_set, device, say) if ctx.main else None
+    if ctx.main and ckpt is None:
+        logger.log({"type": "reference", "step": 0, **evaluator.reference,
+                    "n_train": int(train_set.x.shape[0]), "n_test": int(test_set.x.shape[0]),
+                    "world_size": ctx.world})
+    kw = noise_kwargs(cfg)
+    per_rank = cfg.batch_size // ctx.world
+    n_train = x_all.shape[0]
+
+    def checkpoint():
+        states = ctx.gather(gen.get_state())
+        if not ctx.main:
+            return
+        blob = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                "lr_schedule": sched.state_dict(), "step": step, "config": cfg.training_dict(),
+                "full_config": cfg.to_dict(), "world_size": ctx.world, "data_fingerprint": fingerprint,
+                "rng": {"noise": states, "torch_cpu": torch.get_rng_state()}}
+        tmp = out / "checkpoint.pt.tmp"
+        torch.save(blob, tmp)
+        os.replace(tmp, out / "checkpoint.pt")  # a kill mid-write leaves the last good checkpoint
+
+    def evaluate():
+        scores, samples = evaluator(ema, ddim)
+        logger.log({"type": "eval", "step": step, **scores})
+        save_samples(out / "samples" / f"step_{step:06d}.png", samples, train_set.kind,
+                     evaluator.real if train_set.kind == "points" else None)
+        return scores
+
+    bar = None
+    if ctx.main and cfg.progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.coupling}", dynamic_ncols=True)
+        except ImportError:
+            bar = None
+    model.train()
+    window = {"loss": 0.0, "step_s": 0.0, "noise_s": 0.0, "n": 0}
+    totals = {"step_s": 0.0, "noise_s": 0.0, "n": 0}
+    last_scores = None
+    while step < cfg.steps:
+        t0 = time.perf_counter()
+        idx = batch_indices(step, cfg.batch_size, n_train, cfg.seed)
+        idx = idx[ctx.rank * per_rank:(ctx.rank + 1) * per_rank].to(device)
+        x0 = x_all[idx]
+        y = y_all[idx] if use_labels else None
+        _sync(device)
+        tn = time.perf_counter()
+        noise = immiscible_noise(x0, method=cfg.coupling, generator=gen,
+                                 groups=y if (use_labels and cfg.coupling != "none") else None, **kw)
+        _sync(device)
+        noise_s = time.perf_counter() - tn
+        t = torch.randint(0, cfg.train_timesteps, (per_rank,), generator=gen, device=device)
+        xt = ddpm.add_noise(x0, noise, t)
+        loss = torch.nn.functional.mse_loss(net(xt, t, y), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        step += 1
+        loss_value = loss.item()  # also the step's sync point on a GPU
+        step_s = time.perf_counter() - t0
+        for acc in (window, totals):
+            acc["step_s"] += step_s
+            acc["noise_s"] += noise_s
+            acc["n"] += 1
+        window["loss"] += loss_value
+        if ctx.main:
+            # Every step's loss goes to the log: resume tests compare them one by one.
+            logger.log({"type": "train", "step": step, "loss": loss_value, "lr": sched.get_last_lr()[0],
+                        "step_ms": step_s * 1e3, "noise_ms": noise_s * 1e3,
+                        "images_per_s": cfg.batch_size / step_s})
+            if bar is not None:
+                bar.update(1)
+                if step % cfg.log_every == 0:
+                    n = window["n"]
+                    bar.set_postfix(loss=f"{window['loss'] / n:.4f}",
+                                    img_s=f"{cfg.batch_size * n / window['step_s']:.0f}",
+                                    noise_ms=f"{window['noise_s'] / n * 1e3:.2f}")
+        if step % cfg.log_every == 0:
+            window = {"loss": 0.0, "step_s": 0.0, "noise_s": 0.0, "n": 0}
+        if ctx.main and (step % cfg.eval_every == 0 or step == cfg.steps):
+            last_scores = evaluate()
+            if bar is not None:
+                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_scores.items()))
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            checkpoint()
+    if bar is not None:
+        bar.close()
+    ctx.barrier()
+    summary = {"step": step, "final": last_scores,
+               "step_ms": totals["step_s"] / max(1, totals["n"]) * 1e3,
+               "noise_ms": totals["noise_s"] / max(1, totals["n"]) * 1e3,
+               "reference": evaluator.reference if evaluator else None}
+    if ctx.main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
