@@ -1,0 +1,190 @@
+// CUDA kernel of immiscible::solve_batched: auction with epsilon-scaling (design: docs/GPU.md,
+// device code: auction.cuh). One launch per call, no host synchronization: CUDA-graph capturable.
+//
+// Two regimes behind the one op:
+//   block mode  one thread block per problem, state in shared memory when it fits
+//               (many small problems, e.g. 256 problems of 256x256);
+//   grid mode   a cooperative persistent grid per problem, problems in turn
+//               (few large problems, e.g. one of 16384x16384).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <tuple>
+
+#include <torch/csrc/inductor/aoti_torch/c/shim.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
+
+#include "cuda/auction.cuh"
+
+namespace immiscible::cuda {
+namespace {
+
+using torch::headeronly::ScalarType;
+using torch::stable::Tensor;
+
+constexpr int kGridThreads = 512;
+// Below this many columns one block per problem beats a grid: a grid barrier costs microseconds
+// per bidding round, a block barrier tens of nanoseconds. To be tuned on a GPU (docs/GPU.md).
+constexpr int64_t kGridMinColumns = 1024;
+// Leaves room for the reduction scratch in static shared memory under the default 48 KB.
+constexpr size_t kMaxDynamicSmem = 44 * 1024;
+
+#define IMMISCIBLE_CUDA_CHECK(expr)                                                        \
+  do {                                                                                     \
+    const cudaError_t err_ = (expr);                                                       \
+    STD_TORCH_CHECK(err_ == cudaSuccess, "CUDA error in solve_batched: ", #expr, ": ", \
+                    cudaGetErrorString(err_));                                             \
+  } while (0)
+
+__global__ void __launch_bounds__(512)
+    auction_block_kernel(const float* __restrict__ cost,  // [P, N, M]
+                         int n, int m, float tol, bool exact, int max_rounds,
+                         unsigned char* workspace,  // [P, state_bytes(M)] unless in smem
+                         bool state_in_smem,
+                         int64_t* __restrict__ row_to_col,  // [P, N]
+                         int32_t* __restrict__ status) {    // [P]
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int64_t p = blockIdx.x;
+  unsigned char* base = state_in_smem ? smem : workspace + p * state_bytes(m);
+  const State s = carve_state(base, m);
+  solve_problem(BlockGroup{}, cost + p * n * m, n, m, tol, exact, max_rounds, s, nullptr,
+                row_to_col + p * n, status + p);
+}
+
+__global__ void __launch_bounds__(kGridThreads)
+    auction_grid_kernel(const float* __restrict__ cost,  // [P, N, M]
+                        int problems, int n, int m, float tol, bool exact, int max_rounds,
+                        unsigned char* workspace,  // [state_bytes(M)]
+                        double* partials,          // [gridDim.x]
+                        int64_t* __restrict__ row_to_col,  // [P, N]
+                        int32_t* __restrict__ status) {    // [P]
+  const State s = carve_state(workspace, m);
+  for (int64_t p = 0; p < problems; ++p)
+    solve_problem(GridGroup{}, cost + p * n * m, n, m, tol, exact, max_rounds, s, partials,
+                  row_to_col + p * n, status + p);
+}
+
+enum class Mode { kAuto, kBlock, kGrid };
+
+// IMMISCIBLE_CUDA_AUCTION=block|grid forces a regime (benchmarks, tests); unset means auto.
+Mode mode_override() {
+  const char* v = std::getenv("IMMISCIBLE_CUDA_AUCTION");
+  if (v == nullptr) return Mode::kAuto;
+  if (std::strcmp(v, "block") == 0) return Mode::kBlock;
+  if (std::strcmp(v, "grid") == 0) return Mode::kGrid;
+  return Mode::kAuto;
+}
+
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    IMMISCIBLE_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != device) IMMISCIBLE_CUDA_CHECK(cudaSetDevice(device));
+  }
+  ~DeviceGuard() { cudaSetDevice(previous_); }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+// cost [P, N, M] (any floating dtype) -> (row_to_col [P, N] int64, status [P] int32)
+std::tuple<Tensor, Tensor> solve_batched_cuda(Tensor cost, std::string solver, double tol) {
+  STD_TORCH_CHECK(cost.dim() == 3, "cost must be [P, N, M]");
+  STD_TORCH_CHECK(solver == "auto" || solver == "auction" || solver == "exact",
+                  "solver: unknown solver '", solver, "' for CUDA");
+  // "exact" is the same auction driven until the duality gap is zero or eps reaches the
+  // float32 resolution of the costs (docs/GPU.md).
+  const bool exact = solver == "exact";
+  Tensor c = torch::stable::contiguous(torch::stable::to(cost, ScalarType::Float));
+  const int64_t problems = c.size(0), n = c.size(1), m = c.size(2);
+  STD_TORCH_CHECK(n <= m, "cost must have N <= M");
+  // Bids pack the row into 32 bits; rows and columns are int on the device.
+  STD_TORCH_CHECK(m < (int64_t{1} << 30), "cost: M must be below 2^30");
+  STD_TORCH_CHECK(problems < (int64_t{1} << 31), "cost: too many problems");
+
+  Tensor row_to_col = torch::stable::new_empty(c, {problems, n}, ScalarType::Long);
+  Tensor status = torch::stable::new_empty(c, {problems}, ScalarType::Int);
+  if (problems == 0) return {row_to_col, status};
+  if (n == 0) {
+    torch::stable::zero_(status);
+    return {row_to_col, status};
+  }
+
+  const int device = c.get_device_index();
+  DeviceGuard guard(device);
+  void* stream_ptr = nullptr;
+  STD_TORCH_CHECK(aoti_torch_get_current_cuda_stream(device, &stream_ptr) == AOTI_TORCH_SUCCESS,
+                  "solve_batched: cannot get the current CUDA stream");
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  int sms = 0, cooperative = 0;
+  IMMISCIBLE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  IMMISCIBLE_CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
+
+  const float tol_f = tol > 0.0 ? static_cast<float>(tol) : -1.0f;
+  // A guard against a hang, far above the rounds any phase has needed.
+  const int max_rounds = static_cast<int>(std::min<int64_t>(64 * m + 100000, INT32_MAX / 2));
+  const float* cost_ptr = c.const_data_ptr<float>();
+  int64_t* out_ptr = row_to_col.mutable_data_ptr<int64_t>();
+  int32_t* status_ptr = status.mutable_data_ptr<int32_t>();
+  const int ni = static_cast<int>(n), mi = static_cast<int>(m);
+  const int pi = static_cast<int>(problems);
+
+  Mode mode = mode_override();
+  if (mode == Mode::kAuto)
+    mode = (m >= kGridMinColumns && problems * 4 <= sms) ? Mode::kGrid : Mode::kBlock;
+  if (!cooperative) mode = Mode::kBlock;
+
+  if (mode == Mode::kGrid) {
+    int per_sm = 0;
+    IMMISCIBLE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, auction_grid_kernel, kGridThreads, 0));
+    STD_TORCH_CHECK(per_sm > 0, "solve_batched: the grid kernel does not fit on this GPU");
+    const int blocks = per_sm * sms;  // every block resident: required by the grid barrier
+    const size_t state = state_bytes(m);
+    Tensor workspace = torch::stable::new_empty(
+        c, {static_cast<int64_t>(state + sizeof(double) * blocks)}, ScalarType::Byte);
+    unsigned char* ws = static_cast<unsigned char*>(workspace.mutable_data_ptr());
+    double* partials = reinterpret_cast<double*>(ws + state);
+    void* args[] = {const_cast<float**>(&cost_ptr), const_cast<int*>(&pi),  const_cast<int*>(&ni),
+                    const_cast<int*>(&mi),          const_cast<float*>(&tol_f),
+                    const_cast<bool*>(&exact),      const_cast<int*>(&max_rounds),
+                    &ws,                            &partials,
+                    &out_ptr,                       &status_ptr};
+    IMMISCIBLE_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(auction_grid_kernel),
+                                                      dim3(blocks), dim3(kGridThreads), args, 0,
+                                                      stream));
+  } else {
+    const int threads = m <= 128 ? 128 : (m <= 512 ? 256 : 512);
+    const size_t state = state_bytes(m);
+    const bool in_smem = state <= kMaxDynamicSmem;
+    unsigned char* ws = nullptr;
+    Tensor workspace;
+    if (!in_smem) {
+      workspace = torch::stable::new_empty(c, {static_cast<int64_t>(state) * problems},
+                                           ScalarType::Byte);
+      ws = static_cast<unsigned char*>(workspace.mutable_data_ptr());
+    }
+    auction_block_kernel<<<pi, threads, in_smem ? state : 0, stream>>>(
+        cost_ptr, ni, mi, tol_f, exact, max_rounds, ws, in_smem, out_ptr, status_ptr);
+    IMMISCIBLE_CUDA_CHECK(cudaGetLastError());
+  }
+  // The workspace tensors die here; the caching allocator keeps their blocks for this stream
+  // until the kernel has finished with them.
+  return {row_to_col, status};
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(immiscible, CUDA, m) {
+  m.impl("solve_batched", TORCH_BOX(&solve_batched_cuda));
+}
+
+}  // namespace immiscible::cuda
