@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu/lap_solvers.h"
+#include "cpu/lap_exact_kernels.h"
 
 namespace immiscible::cpu {
 namespace {
@@ -22,7 +23,7 @@ using Index = int64_t;
 class JonkerVolgenant {
  public:
   JonkerVolgenant(const double* cost, Index n, Index m)
-      : c_(cost), n_(n), m_(m), x_(n, -1), y_(m, -1), v_(m, 0.0), d_(m), pred_(m), cols_(m) {}
+      : c_(cost), n_(n), m_(m), x_(n, -1), y_(m, -1), v_(m, 0.0), d_(m), live_(m), mask_(m), pred_(m) {}
 
   LapStatus solve(int64_t* row_to_col) {
     std::vector<Index> free_rows;
@@ -98,6 +99,23 @@ class JonkerVolgenant {
     }
   }
 
+  void two_smallest_slacks(const double* ci, double& u1, double& u2, Index& j1, Index& j2) const {
+    if (kernels::has_avx2()) {
+      kernels::two_smallest_avx2(ci, v_.data(), m_, u1, u2, j1);
+    } else {
+      kernels::two_smallest_scalar(ci, v_.data(), m_, u1, u2, j1);
+    }
+    j2 = -1;
+    if (j1 >= 0 && !(u1 < u2)) {  // a tie: the second column holding the minimum
+      for (Index j = j1 + 1; j < m_; ++j) {
+        if (ci[j] - v_[j] == u1) {
+          j2 = j;
+          break;
+        }
+      }
+    }
+  }
+
   // One pass of augmenting row reduction: each free row takes its best column, lowering that
   // column's price to the row's second-best slack, and displaces the previous owner.
   bool augmenting_row_reduction(std::vector<Index>& free_rows) {
@@ -111,22 +129,9 @@ class JonkerVolgenant {
       const Index i = free_rows[k++];
       ++steps;
       const double* ci = row(i);
-      double u1 = kInf, u2 = kInf;
-      Index j1 = -1, j2 = -1;
-      for (Index j = 0; j < m_; ++j) {
-        const double h = ci[j] - v_[j];
-        if (h < u2) {
-          if (h < u1) {
-            u2 = u1;
-            j2 = j1;
-            u1 = h;
-            j1 = j;
-          } else {
-            u2 = h;
-            j2 = j;
-          }
-        }
-      }
+      double u1, u2;
+      Index j1, j2;
+      two_smallest_slacks(ci, u1, u2, j1, j2);
       if (j1 < 0) return false;  // the row has no allowed column
       Index i0 = y_[j1];
       const bool strictly_best = u1 < u2;
@@ -151,88 +156,58 @@ class JonkerVolgenant {
     return true;
   }
 
-  // Dijkstra from free row f over reduced costs c_ij - v_j, then flips the path.
-  // cols_ is partitioned: [0, lo) ready (distance final), [lo, hi) to scan (at the current
-  // minimum), [hi, m) still to do.
+  // Dijkstra from free row f over reduced costs c_ij - v_j, then flips the path to the sink.
+  // Dense form: every relaxation sweeps all m columns (AVX2 where the CPU has it), and finished
+  // columns drop out through an additive +inf mask rather than a compacted index list.
   bool augment(Index f) {
     const double* cf = row(f);
     for (Index j = 0; j < m_; ++j) {
-      cols_[j] = j;
-      d_[j] = cf[j] - v_[j];
+      live_[j] = cf[j] - v_[j];
       pred_[j] = f;
+      mask_[j] = 0.0;
     }
-    Index lo = 0, hi = 0, ready = 0, sink = -1;
-    double min_d = 0.0;
-    while (sink < 0) {
-      if (lo == hi) {
-        ready = lo;
-        min_d = d_[cols_[hi++]];
-        for (Index k = hi; k < m_; ++k) {
-          const Index j = cols_[k];
-          const double dj = d_[j];
-          if (dj <= min_d) {
-            if (dj < min_d) {
-              hi = lo;
-              min_d = dj;
-            }
-            cols_[k] = cols_[hi];
-            cols_[hi++] = j;
-          }
-        }
-        if (min_d == kInf) return false;  // nothing reachable: infeasible
-        for (Index k = lo; k < hi; ++k) {
-          if (y_[cols_[k]] < 0) {
-            sink = cols_[k];
-            break;
-          }
-        }
-        if (sink >= 0) break;
-      }
-      sink = scan(lo, hi, min_d);
+    ready_.clear();
+    double min_d;
+    Index j = argmin_live(min_d);
+    while (y_[j] >= 0) {
+      if (min_d == kInf) return false;  // no free column reachable: infeasible
+      d_[j] = min_d;
+      mask_[j] = kInf;
+      live_[j] = kInf;
+      ready_.push_back(j);
+      const Index i = y_[j];
+      const double* ci = row(i);
+      j = relax_and_argmin(ci, i, ci[j] - v_[j] - min_d, min_d);
     }
-    for (Index k = 0; k < ready; ++k) {
-      const Index j = cols_[k];
-      v_[j] += d_[j] - min_d;
-    }
-    for (Index j = sink;;) {
-      const Index i = pred_[j];
-      y_[j] = i;
-      std::swap(x_[i], j);
+    if (min_d == kInf) return false;
+    for (Index r : ready_) v_[r] += d_[r] - min_d;
+    for (Index sink = j;;) {
+      const Index i = pred_[sink];
+      y_[sink] = i;
+      std::swap(x_[i], sink);
       if (i == f) break;
     }
     return true;
   }
 
-  // Relaxes from the rows owning the columns in [lo, hi); returns a free column reached at
-  // the minimum distance, or -1.
-  Index scan(Index& lo, Index& hi, double min_d) {
-    while (lo != hi) {
-      const Index j = cols_[lo++];
-      const Index i = y_[j];
-      const double* ci = row(i);
-      const double h = ci[j] - v_[j] - min_d;
-      for (Index k = hi; k < m_; ++k) {
-        const Index jj = cols_[k];
-        const double reduced = ci[jj] - v_[jj] - h;
-        if (reduced < d_[jj]) {
-          d_[jj] = reduced;
-          pred_[jj] = i;
-          if (reduced == min_d) {
-            if (y_[jj] < 0) return jj;
-            cols_[k] = cols_[hi];
-            cols_[hi++] = jj;
-          }
-        }
-      }
-    }
-    return -1;
+  Index relax_and_argmin(const double* ci, Index i, double h, double& min_d) {
+    return kernels::has_avx2()
+               ? kernels::relax_avx2(ci, v_.data(), mask_.data(), live_.data(), pred_.data(), m_, i, h, min_d)
+               : kernels::relax_scalar(ci, v_.data(), mask_.data(), live_.data(), pred_.data(), m_, i, h, min_d);
+  }
+
+  Index argmin_live(double& min_d) const {
+    const Index j = std::min_element(live_.begin(), live_.end()) - live_.begin();
+    min_d = live_[j];
+    return j;
   }
 
   const double* c_;
   Index n_, m_;
   std::vector<Index> x_, y_;
-  std::vector<double> v_, d_;
-  std::vector<Index> pred_, cols_;
+  std::vector<double> v_, d_, live_, mask_;
+  std::vector<int64_t> pred_;
+  std::vector<Index> ready_;
 };
 
 }  // namespace

@@ -1,0 +1,165 @@
+#include "cpu/lap_exact_kernels.h"
+
+#include <cstring>
+#include <limits>
+
+namespace immiscible::cpu::kernels {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Four-lane vectors via GCC/Clang vector extensions: single registers inside AVX2 functions.
+// (Under the SSE2 baseline these split into pairs and lose to the scalar loops, hence the split.)
+typedef double Vd __attribute__((vector_size(32)));
+typedef int64_t Vi __attribute__((vector_size(32)));
+constexpr int kLanes = 4;
+
+#define IMMISCIBLE_AVX2 __attribute__((target("avx2")))
+
+IMMISCIBLE_AVX2 inline Vd load(const double* p) {
+  Vd v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+IMMISCIBLE_AVX2 inline Vi load(const int64_t* p) {
+  Vi v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+IMMISCIBLE_AVX2 inline void store(double* p, Vd v) { std::memcpy(p, &v, sizeof(v)); }
+IMMISCIBLE_AVX2 inline void store(int64_t* p, Vi v) { std::memcpy(p, &v, sizeof(v)); }
+
+// Folds lane minima (value, first index) into the scalar result, lowest index on ties.
+template <typename V, typename I>
+void fold_lanes(const V& best, const I& best_j, double& min_d, int64_t& arg) {
+  for (int l = 0; l < kLanes; ++l) {
+    if (best[l] < min_d || (best[l] == min_d && best_j[l] < arg)) {
+      min_d = best[l];
+      arg = best_j[l];
+    }
+  }
+}
+
+}  // namespace
+
+bool has_avx2() {
+  static const bool available = __builtin_cpu_supports("avx2");
+  return available;
+}
+
+void two_smallest_scalar(const double* c, const double* v, int64_t m, double& u1, double& u2,
+                         int64_t& j1) {
+  u1 = u2 = kInf;
+  j1 = -1;
+  for (int64_t j = 0; j < m; ++j) {
+    const double t = c[j] - v[j];
+    if (t < u2) {
+      if (t < u1) {
+        u2 = u1;
+        u1 = t;
+        j1 = j;
+      } else {
+        u2 = t;
+      }
+    }
+  }
+}
+
+IMMISCIBLE_AVX2 void two_smallest_avx2(const double* c, const double* v, int64_t m, double& u1,
+                                       double& u2, int64_t& j1) {
+  const Vd inf = {kInf, kInf, kInf, kInf};
+  Vd b1 = inf, b2 = inf;
+  Vi i1 = {-1, -1, -1, -1}, lane_j = {0, 1, 2, 3};
+  int64_t j = 0;
+  for (; j + kLanes <= m; j += kLanes) {
+    const Vd t = load(c + j) - load(v + j);
+    const Vi lower = t < b1;
+    b2 = lower ? b1 : (t < b2 ? t : b2);
+    b1 = lower ? t : b1;
+    i1 = lower ? lane_j : i1;
+    lane_j += kLanes;
+  }
+  u1 = u2 = kInf;
+  j1 = -1;
+  fold_lanes(b1, i1, u1, j1);
+  // Second smallest over all lane candidates: the other lanes' minima and every lane's runner-up.
+  bool skipped = false;
+  for (int l = 0; l < kLanes; ++l) {
+    if (!skipped && b1[l] == u1 && i1[l] == j1) {
+      skipped = true;
+    } else if (b1[l] < u2) {
+      u2 = b1[l];
+    }
+    if (b2[l] < u2) u2 = b2[l];
+  }
+  for (; j < m; ++j) {
+    const double t = c[j] - v[j];
+    if (t < u2) {
+      if (t < u1) {
+        u2 = u1;
+        u1 = t;
+        j1 = j;
+      } else {
+        u2 = t;
+      }
+    }
+  }
+  if (u1 == kInf) j1 = -1;
+}
+
+int64_t relax_scalar(const double* c, const double* v, const double* mask, double* live,
+                     int64_t* pred, int64_t m, int64_t row, double h, double& min_d) {
+  min_d = kInf;
+  int64_t arg = 0;
+  for (int64_t j = 0; j < m; ++j) {
+    const double t = c[j] - v[j] - h + mask[j];
+    if (t < live[j]) {
+      live[j] = t;
+      pred[j] = row;
+    }
+    if (live[j] < min_d) {
+      min_d = live[j];
+      arg = j;
+    }
+  }
+  return arg;
+}
+
+IMMISCIBLE_AVX2 int64_t relax_avx2(const double* c, const double* v, const double* mask,
+                                   double* live, int64_t* pred, int64_t m, int64_t row, double h,
+                                   double& min_d) {
+  const Vd hv = {h, h, h, h};
+  const Vi rowv = {row, row, row, row};
+  Vd best = {kInf, kInf, kInf, kInf};
+  Vi best_j = {0, 0, 0, 0}, lane_j = {0, 1, 2, 3};
+  int64_t j = 0;
+  for (; j + kLanes <= m; j += kLanes) {
+    const Vd t = load(c + j) - load(v + j) - hv + load(mask + j);
+    Vd d = load(live + j);
+    const Vi improved = t < d;
+    d = improved ? t : d;
+    store(live + j, d);
+    store(pred + j, improved ? rowv : load(pred + j));
+    const Vi better = d < best;
+    best = better ? d : best;
+    best_j = better ? lane_j : best_j;
+    lane_j += kLanes;
+  }
+  min_d = kInf;
+  int64_t arg = m;
+  fold_lanes(best, best_j, min_d, arg);
+  for (; j < m; ++j) {
+    const double t = c[j] - v[j] - h + mask[j];
+    if (t < live[j]) {
+      live[j] = t;
+      pred[j] = row;
+    }
+    if (live[j] < min_d) {
+      min_d = live[j];
+      arg = j;
+    }
+  }
+  return arg < m ? arg : 0;
+}
+
+}  // namespace immiscible::cpu::kernels

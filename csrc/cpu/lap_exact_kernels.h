@@ -1,0 +1,26 @@
+// The two inner loops of the exact solver, each in a portable scalar form and an AVX2 form chosen
+// at run time (one wheel for every x86-64 CPU). Both forms do the same float64 operations in the
+// same order per element, so they return identical results.
+#pragma once
+
+#include <cstdint>
+
+namespace immiscible::cpu::kernels {
+
+bool has_avx2();
+
+// Smallest slack u1 = min_j (c_j - v_j) at its first column j1 (-1 if all +inf), and the
+// second-smallest u2 with multiplicity (u2 == u1 on a tie).
+void two_smallest_scalar(const double* c, const double* v, int64_t m, double& u1, double& u2,
+                         int64_t& j1);
+void two_smallest_avx2(const double* c, const double* v, int64_t m, double& u1, double& u2,
+                       int64_t& j1);
+
+// Dijkstra relaxation through row c (shift h): live_j = min(live_j, c_j - v_j - h + mask_j),
+// pred_j = row where it improved; returns the first argmin of live and its value in min_d.
+int64_t relax_scalar(const double* c, const double* v, const double* mask, double* live,
+                     int64_t* pred, int64_t m, int64_t row, double h, double& min_d);
+int64_t relax_avx2(const double* c, const double* v, const double* mask, double* live,
+                   int64_t* pred, int64_t m, int64_t row, double h, double& min_d);
+
+}  // namespace immiscible::cpu::kernels

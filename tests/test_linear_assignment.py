@@ -1,0 +1,170 @@
+"""linear_assignment on CPU against scipy's optimum: every cost family, both solvers."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import immiscible_ops as io
+from conftest import assert_valid_assignment, make_cost, scipy_optimum
+from immiscible_ops.reference import assignment_cost
+
+KINDS = ["uniform", "integer_ties", "all_equal", "offset", "negative", "l2_highdim", "large_range"]
+SHAPES = [(1, 1), (2, 2), (7, 7), (33, 33), (64, 64), (97, 97), (5, 9), (40, 61), (64, 256)]
+
+
+def auction_tol(cost: torch.Tensor) -> float:
+    # Auction's default bound: 1e-6 of the total (and exact on integers).
+    return 1e-6 * abs(scipy_optimum(cost)) + 1e-9
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_exact_matches_scipy(kind, shape, gen):
+    cost = make_cost(kind, *shape, gen)
+    out = io.linear_assignment(cost, solver="exact")
+    assert_valid_assignment(out, *shape)
+    assert assignment_cost(cost, out).item() == pytest.approx(scipy_optimum(cost), rel=1e-12, abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", [(7, 7), (40, 40), (64, 64), (13, 29), (50, 120)],
+                         ids=lambda s: f"{s[0]}x{s[1]}")
+def test_auction_within_default_tol(kind, shape, gen):
+    cost = make_cost(kind, *shape, gen)
+    out = io.linear_assignment(cost, solver="auction")
+    assert_valid_assignment(out, *shape)
+    excess = assignment_cost(cost, out).item() - scipy_optimum(cost)
+    assert -1e-9 <= excess <= auction_tol(cost)
+
+
+def test_auction_exact_on_integers(gen):
+    cost = torch.randint(0, 1000, (120, 120), generator=gen).double()
+    out = io.linear_assignment(cost, solver="auction")
+    assert assignment_cost(cost, out).item() == scipy_optimum(cost)
+
+
+@pytest.mark.parametrize("tol", [1.0, 1e-2, 1e-4])
+def test_auction_respects_explicit_tol(tol, gen):
+    cost = 100 * torch.rand(80, 80, generator=gen, dtype=torch.float64)
+    out = io.linear_assignment(cost, solver="auction", tol=tol)
+    excess = assignment_cost(cost, out).item() - scipy_optimum(cost)
+    assert excess <= tol + 1e-9
+
+
+@pytest.mark.parametrize("solver", ["exact", "auction"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_dtypes(solver, dtype, gen):
+    cost = (10 * torch.rand(30, 45, generator=gen)).to(dtype)
+    out = io.linear_assignment(cost, solver=solver)
+    assert out.device == cost.device
+    excess = assignment_cost(cost, out).item() - scipy_optimum(cost)
+    assert excess <= auction_tol(cost.double())
+
+
+@pytest.mark.parametrize("solver", ["exact", "auction"])
+def test_batched_and_leading_dims(solver, gen):
+    cost = torch.rand(3, 4, 17, 23, generator=gen, dtype=torch.float64)
+    out = io.linear_assignment(cost, solver=solver)
+    assert out.shape == (3, 4, 17)
+    for a in range(3):
+        for b in range(4):
+            assert_valid_assignment(out[a, b], 17, 23)
+            got = assignment_cost(cost[a, b], out[a, b]).item()
+            assert got == pytest.approx(scipy_optimum(cost[a, b]), rel=1e-6)
+
+
+def test_many_small_problems_in_parallel(gen):
+    cost = torch.rand(64, 32, 32, generator=gen, dtype=torch.float64)
+    out = io.linear_assignment(cost)
+    totals = assignment_cost(cost, out)
+    for p in range(64):
+        assert totals[p].item() == pytest.approx(scipy_optimum(cost[p]), rel=1e-12)
+
+
+def test_non_contiguous(gen):
+    base = torch.rand(50, 40, generator=gen, dtype=torch.float64)
+    cost = base.t()  # [40, 50], column-major view
+    assert not cost.is_contiguous()
+    out = io.linear_assignment(cost)
+    assert assignment_cost(cost, out).item() == pytest.approx(scipy_optimum(cost), rel=1e-12)
+    strided = torch.rand(30, 80, generator=gen, dtype=torch.float64)[:, ::2]
+    out = io.linear_assignment(strided)
+    assert assignment_cost(strided, out).item() == pytest.approx(scipy_optimum(strided), rel=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["exact", "auction"])
+@pytest.mark.parametrize("shape", [(30, 30), (25, 40)])
+def test_forbidden_entries(solver, shape, gen):
+    n, m = shape
+    cost = torch.rand(n, m, generator=gen, dtype=torch.float64)
+    forbidden = torch.rand(n, m, generator=gen) < 0.6
+    keep = torch.randperm(m, generator=gen)[:n]  # one feasible assignment stays allowed
+    forbidden[torch.arange(n), keep] = False
+    cost[forbidden] = math.inf
+    out = io.linear_assignment(cost, solver=solver)
+    assert_valid_assignment(out, n, m)
+    total = assignment_cost(cost, out).item()
+    assert math.isfinite(total)
+    assert total == pytest.approx(scipy_optimum(cost), rel=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["exact", "auction"])
+def test_infeasible_raises_or_marks(solver):
+    cost = torch.rand(4, 4, dtype=torch.float64)
+    cost[:, 0] = math.inf
+    cost[:, 1] = math.inf  # four rows, two usable columns
+    with pytest.raises(ValueError, match="no feasible assignment"):
+        io.linear_assignment(cost, solver=solver)
+    out = io.linear_assignment(cost, solver=solver, validate=False)
+    assert bool((out == -1).all())
+
+
+def test_infeasible_names_the_problem():
+    cost = torch.rand(3, 5, 5, dtype=torch.float64)
+    cost[1, 2, :] = math.inf
+    with pytest.raises(ValueError, match=r"batch index \(1,\)"):
+        io.linear_assignment(cost)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 5), (2, 0, 0), (0, 3, 3)])
+def test_empty(shape):
+    cost = torch.rand(shape)
+    out = io.linear_assignment(cost)
+    assert out.shape == shape[:-1]
+    assert out.dtype == torch.long
+
+
+@pytest.mark.parametrize("solver", ["exact", "auction"])
+def test_deterministic(solver, gen):
+    cost = torch.randint(0, 3, (60, 60), generator=gen).float()  # many ties
+    first = io.linear_assignment(cost, solver=solver)
+    for _ in range(3):
+        assert torch.equal(io.linear_assignment(cost, solver=solver), first)
+
+
+def test_torch_ops_entry_point(gen):
+    cost = torch.rand(9, 12, generator=gen)
+    out = torch.ops.immiscible.linear_assignment(cost)
+    assert torch.equal(out, io.linear_assignment(cost))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    extra=st.integers(0, 6),
+    values=st.sampled_from(["int", "float"]),
+    solver=st.sampled_from(["exact", "auction"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_property_optimal_permutation(n, extra, values, solver, seed):
+    g = torch.Generator().manual_seed(seed)
+    m = n + extra
+    cost = (torch.randint(-5, 6, (n, m), generator=g).double() if values == "int"
+            else torch.randn(n, m, generator=g, dtype=torch.float64))
+    out = io.linear_assignment(cost, solver=solver)
+    assert_valid_assignment(out, n, m)
+    excess = assignment_cost(cost, out).item() - scipy_optimum(cost)
+    assert abs(excess) <= (1e-9 if solver == "exact" or values == "int" else auction_tol(cost))
