@@ -1,0 +1,165 @@
+"""Global noise assignment across the ranks of a torch.distributed job (NCCL on GPU, gloo on CPU).
+
+`immiscible_ops.immiscible_noise` couples each rank's batch with its own noise (local scope, the
+default). `immiscible_noise_global` solves ONE assignment problem for the whole job:
+
+  1. all-gather a small descriptor per rank (batch size, trailing shape, dtype, options, seed):
+     ranks that disagree all raise the same ValueError instead of hanging in a later collective;
+  2. every rank regenerates the same noise pool of pool_factor * B_total draws from rank 0's seed
+     (noise never travels), and computes the distance rows of its OWN images to the whole pool:
+     images never leave their rank, not even quantized;
+  3. the rows (fp32, or fp16/bf16 with cost_precision) are gathered on the solving rank, which
+     runs linear_assignment on its device and broadcasts the permutation;
+  4. each rank takes the pool rows assigned to its images.
+
+Bytes per step for W ranks, batch b per rank, B = W*b, pool K = pool_factor*B, s bytes per cost
+entry (4 fp32, 2 fp16): each rank sends b*K*s (the solver receives (B-b)*K*s), plus B*8 for the
+permutation and W*16*8 for descriptors. All-gathering fp16 images instead would move B*D*2 to
+every rank: for D = 4*64*64 latents and b = 128, 8 ranks: 0.5 MB of cost rows vs 32 MB of images.
+Memory per rank: the K x D pool (as a local pool_factor * B batch would need on one device).
+"""
+
+import zlib
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+
+from immiscible_ops.noise import ASSIGN_KWARGS, _check_groups, _check_int
+from immiscible_ops.ops import group_mask, linear_assignment, pairwise_distance
+
+GLOBAL_METHODS = ("assign", "pool", "flip")
+COST_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_MAX_DIMS = 8
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+_SEED_HIGH = 2**63 - 1
+# descriptor: ok, b, ndim, dtype, has_groups, options hash, seed, trailing dims (padded with -1)
+_DESC_LEN = 7 + _MAX_DIMS
+
+
+def _options_hash(method: str, pool_factor: int, cost_precision: str, kwargs: dict) -> int:
+    text = repr((method, pool_factor if method == "pool" else 1, cost_precision,
+                 sorted(kwargs.items())))
+    return zlib.crc32(text.encode())
+
+
+def _descriptor(x, groups, method, pool_factor, cost_precision, kwargs, generator) -> torch.Tensor:
+    desc = torch.full((_DESC_LEN,), -1, dtype=torch.int64)
+    error = None
+    try:
+        if method not in GLOBAL_METHODS:
+            raise ValueError(f"method: unknown global method {method!r}; expected one of "
+                             f"{', '.join(GLOBAL_METHODS)} (knn and none have no cross-image coupling: "
+                             "use immiscible_noise on each rank)")
+        unknown = sorted(set(kwargs) - set(ASSIGN_KWARGS))
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown keyword argument")
+        if cost_precision not in COST_PRECISIONS:
+            raise ValueError(f"cost_precision: expected one of {', '.join(COST_PRECISIONS)}, "
+                             f"got {cost_precision!r}")
+        _check_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
+        if cost_precision == "fp16" and kwargs.get("metric", "l2") != "l2":
+            raise ValueError("cost_precision: fp16 overflows for l1/sqeuclidean distances of "
+                             "large inputs; use bf16 or fp32")
+        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.dtype not in _DTYPES:
+            raise ValueError("x: expected a float32/float16/bfloat16/float64 tensor [B, ...]")
+        if x.dim() - 1 > _MAX_DIMS:
+            raise ValueError(f"x: at most {_MAX_DIMS} dims after the batch, got {x.dim() - 1}")
+        _check_groups(x, groups)
+    except ValueError as e:
+        error = e
+        desc[0] = 0
+        return desc, error
+    seed = torch.randint(0, _SEED_HIGH, (1,), generator=generator,
+                         device=generator.device if generator is not None else x.device)
+    desc[:7] = torch.tensor([1, x.shape[0], x.dim(), _DTYPES.index(x.dtype), groups is not None,
+                             _options_hash(method, pool_factor, cost_precision, kwargs), 0])
+    desc[6] = seed.cpu()[0]
+    desc[7:7 + x.dim() - 1] = torch.tensor(x.shape[1:], dtype=torch.int64)
+    return desc, None
+
+
+def _check_agreement(table: torch.Tensor, error: Optional[ValueError]) -> None:
+    """table [W, _DESC_LEN]: raise the same ValueError on every rank if any rank is off."""
+    bad = [r for r in range(table.shape[0]) if table[r, 0] != 1]
+    if bad:
+        if error is not None:
+            raise error
+        raise ValueError(f"x: invalid arguments on rank(s) {bad}; see the error raised there")
+    fields = {2: "number of dims", 3: "dtype", 4: "groups given or not", 5: "options (method, "
+              "pool_factor, cost_precision, metric, precision, solver, tol, validate)"}
+    for col, what in fields.items():
+        if (table[:, col] != table[0, col]).any():
+            raise ValueError(f"x: ranks disagree on {what}: {table[:, col].tolist()}")
+    shapes = table[:, 7:]
+    if (shapes != shapes[0]).any():
+        shown = [tuple(s for s in row.tolist() if s >= 0) for row in shapes]
+        raise ValueError(f"x: ranks disagree on the shape after the batch dim: {shown}")
+
+
+def immiscible_noise_global(x: torch.Tensor, *, group=None, method: str = "assign",
+                            generator: Optional[torch.Generator] = None,
+                            groups: Optional[torch.Tensor] = None, pool_factor: int = 2,
+                            cost_precision: str = "fp32", **assign_kwargs) -> torch.Tensor:
+    """Collective: x [b_r, ...] on each rank of `group` -> noise like x from one assignment of the
+    concatenated batch (rank order, B = sum(b_r)) to a shared pool of B draws (pool_factor * B
+    for method "pool"); method "assign" | "pool" | "flip" and groups [b_r] as in immiscible_noise."""
+    world = dist.get_world_size(group)
+    rank = dist.get_rank(group)
+    src = dist.get_global_rank(group, 0) if group not in (None, dist.GroupMember.WORLD) else 0
+    device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+
+    desc, error = _descriptor(x, groups, method, pool_factor, cost_precision, assign_kwargs,
+                              generator)
+    table = [torch.empty_like(desc, device=device) for _ in range(world)]
+    dist.all_gather(table, desc.to(device), group=group)
+    table = torch.stack(table).cpu()
+    _check_agreement(table, error)
+
+    sizes = table[:, 1].tolist()
+    b, total, bmax = sizes[rank], sum(sizes), max(sizes)
+    offset = sum(sizes[:rank])
+    pool_size = pool_factor * total if method == "pool" else total
+    gen = torch.Generator(device=device).manual_seed(int(table[0, 6]))
+    pool = torch.randn((pool_size, *x.shape[1:]), generator=gen, device=device, dtype=x.dtype)
+    if total == 0:
+        return pool[:0]
+    target = pool.reshape(pool_size, -1)
+    if method == "flip":
+        target = target.flip(-1)
+
+    metric = assign_kwargs.get("metric", "l2")
+    precision = assign_kwargs.get("precision", "fp16")
+    rows = torch.zeros((bmax, pool_size), dtype=COST_PRECISIONS[cost_precision], device=device)
+    if b:
+        rows[:b] = pairwise_distance(x.reshape(b, -1), target, metric=metric, precision=precision)
+    if groups is not None:
+        # Labels are tiny; the mask needs every rank's to give each class its share of the pool.
+        padded = torch.zeros(bmax, dtype=torch.int64, device=device)
+        padded[:b] = groups.to(torch.int64)
+        labels = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(labels, padded, group=group)
+        labels = torch.cat([lab[:n] for lab, n in zip(labels, sizes)])
+        allowed = group_mask(labels, pool_size)[offset:offset + b]
+        rows[:b].masked_fill_(~allowed, float("inf"))
+
+    gathered = [torch.empty_like(rows) for _ in range(world)] if rank == 0 else None
+    dist.gather(rows, gathered, dst=src, group=group)
+
+    # status, then the permutation: a failed solve must release the other ranks, not hang them.
+    perm = torch.zeros(total + 1, dtype=torch.int64, device=device)
+    message = [None]
+    if rank == 0:
+        cost = torch.cat([r[:n] for r, n in zip(gathered, sizes)]).float()
+        try:
+            perm[1:] = linear_assignment(cost, solver=assign_kwargs.get("solver", "auto"),
+                                         tol=assign_kwargs.get("tol"),
+                                         validate=assign_kwargs.get("validate", True))
+        except ValueError as e:
+            perm[0] = 1
+            message = [str(e)]
+    dist.broadcast(perm, src=src, group=group)
+    if int(perm[0]):
+        dist.broadcast_object_list(message, src=src, group=group)
+        raise ValueError(f"x: the global assignment failed on rank 0 of the group: {message[0]}")
+    return pool[perm[1 + offset:1 + offset + b]]
