@@ -7,6 +7,7 @@ Methods (docs/NOISE.md gives cost and traffic):
   "flip"    control: assignment computed against the noise with its flattened dims reversed,
             applied to the unreversed noise (same permutation cost, no transport benefit)
   "none"    plain Gaussian noise
+"knn" and "none" have no cross-image coupling, so scope="global" runs them locally on each rank.
 """
 
 from typing import Optional
@@ -41,13 +42,22 @@ def _check_groups(x: torch.Tensor, groups: Optional[torch.Tensor]) -> None:
 def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
                      generator: Optional[torch.Generator] = None,
                      groups: Optional[torch.Tensor] = None, k: int = 8, pool_factor: int = 2,
-                     **assign_kwargs) -> torch.Tensor:
+                     scope: str = "local", process_group=None, **assign_kwargs) -> torch.Tensor:
     """Returns noise shaped and typed like x [B, ...] for method "assign" | "pool" | "knn" |
     "flip" | "none" (module docstring); k: knn candidates per image; pool_factor: pool of
     pool_factor * B draws; groups [B]: class labels, images take noise from their class's share
-    (ignored by "knn", whose candidates are per image); other keywords go to `assign`."""
+    (ignored by "knn", whose candidates are per image); other keywords go to `assign`.
+    scope "global" (a collective over torch.distributed `process_group`): one assignment for the
+    whole job, see immiscible_ops.distributed; "local" (default): each rank on its own."""
     if method not in METHODS:
         raise ValueError(f"method: unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    if scope not in ("local", "global"):
+        raise ValueError(f"scope: expected 'local' or 'global', got {scope!r}")
+    if scope == "global" and method in ("assign", "pool", "flip"):
+        from immiscible_ops.distributed import immiscible_noise_global
+
+        return immiscible_noise_global(x, group=process_group, method=method, generator=generator,
+                                       groups=groups, pool_factor=pool_factor, **assign_kwargs)
     unknown = sorted(set(assign_kwargs) - set(ASSIGN_KWARGS))
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown keyword argument; expected k, pool_factor, "

@@ -43,6 +43,7 @@ def cases():
 def _worker(rank, port, scenario, data, out_dir):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    from immiscible_ops import immiscible_noise
     from immiscible_ops.distributed import immiscible_noise_global
 
     offset = sum(SIZES[:rank])
@@ -57,6 +58,8 @@ def _worker(rank, port, scenario, data, out_dir):
                     kwargs["groups"] = labels
                 gen = torch.Generator().manual_seed(rank_seed(rank))
                 results[name] = immiscible_noise_global(x, generator=gen, **kwargs)
+            gen = torch.Generator().manual_seed(rank_seed(rank))
+            results["scope"] = immiscible_noise(x, scope="global", generator=gen)
         else:
             bad = {  # rank 1's deviation -> every rank must raise
                 "shape": dict(x=x[:, :, :4]),
@@ -125,6 +128,8 @@ def test_global_equals_single_process(tmp_path):
         want = single_process(data, name, kwargs)
         assert got.shape == data["x"].shape, name
         assert torch.equal(got, want), name
+    for r in range(WORLD):
+        assert torch.equal(out[r]["scope"], out[r]["assign"])
     # Distinct noise across ranks: one global assignment, not two local ones.
     got = torch.cat([out[r]["assign"] for r in range(WORLD)]).reshape(sum(SIZES), -1)
     assert torch.unique(got, dim=0).shape[0] == sum(SIZES)

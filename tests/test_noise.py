@@ -135,6 +135,7 @@ def test_empty_batch():
     (dict(method="knn", metric="l1"), "metric"),
     (dict(metrc="l2"), "metrc"),
     (dict(metric="cosine"), "metric"),
+    (dict(scope="world"), "scope"),
 ])
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=f"^{name}:"):
