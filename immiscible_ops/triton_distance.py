@@ -254,8 +254,9 @@ _l1_tuned = triton.autotune(_L1_CONFIGS, key=["N", "M", "D"], prune_configs_by={
 
 # TRITON_INTERPRET=1 when triton was imported turns every triton.jit function, the ones in
 # triton.language included, into an interpreted one that runs on CPU tensors; it cannot be
-# switched on later.
-INTERPRETED = not isinstance(_sqdist_jit, JITFunction)
+# switched on later: set after triton's import, it leaves our kernels interpreted but
+# triton.language's own helpers (tl.cdiv among them) compiled, and nothing runs.
+INTERPRETED = not isinstance(_sqdist_jit, JITFunction) and not isinstance(tl.cdiv, JITFunction)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,7 +377,10 @@ def triton_pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "l2
     return out.view(*batch, n, m)
 
 
-@torch.library.impl("immiscible::pairwise_distance", "CUDA")
 def _pairwise_distance_cuda(x, y, metric="l2", precision="fp32"):
     _checks.check_pair(x, y, metric, precision)
     return triton_pairwise_distance(x, y, metric, precision)
+
+
+# Not as a decorator: torch.library.impl's decorator returns None, and tests call the function.
+torch.library.impl("immiscible::pairwise_distance", "CUDA")(_pairwise_distance_cuda)
