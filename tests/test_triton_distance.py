@@ -44,8 +44,9 @@ def assert_matches(got, ref, precision):
     torch.testing.assert_close(got, ref, rtol=rtol, atol=atol * max(1.0, ref.abs().max().item()))
 
 
-def sample(*shape, device="cpu", dtype=torch.float32, generator=None):
-    return torch.randn(*shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+def sample(gen, *shape, device="cpu", dtype=torch.float32):
+    """Fresh N(0, 1) [shape] from conftest's seeded generator (made on CPU, then moved)."""
+    return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,8 +56,8 @@ def sample(*shape, device="cpu", dtype=torch.float32, generator=None):
 @interp
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_interp_odd_sizes(metric, precision):
-    x, y = sample(37, 70), sample(53, 70)
+def test_interp_odd_sizes(metric, precision, gen):
+    x, y = sample(gen, 37, 70), sample(gen, 53, 70)
     got = td.triton_pairwise_distance(x, y, metric, precision)
     assert got.shape == (37, 53) and got.dtype == torch.float32
     assert_matches(got, reference.pairwise_distance(x, y, metric, precision), precision)
@@ -64,8 +65,8 @@ def test_interp_odd_sizes(metric, precision):
 
 @interp
 @pytest.mark.parametrize("metric,precision", [("l2", "fp8"), ("sqeuclidean", "fp16"), ("l1", "bf16")])
-def test_interp_broadcast_batch(metric, precision):
-    x, y = sample(2, 1, 9, 33), sample(3, 17, 33)
+def test_interp_broadcast_batch(metric, precision, gen):
+    x, y = sample(gen, 2, 1, 9, 33), sample(gen, 3, 17, 33)
     got = td.triton_pairwise_distance(x, y, metric, precision)
     assert got.shape == (2, 3, 9, 17)
     assert_matches(got, reference.pairwise_distance(x, y, metric, precision), precision)
@@ -73,9 +74,9 @@ def test_interp_broadcast_batch(metric, precision):
 
 @interp
 @pytest.mark.parametrize("metric,precision", [("l2", "fp32"), ("l2", "fp8"), ("l1", "fp16")])
-def test_interp_non_contiguous(metric, precision):
-    x = sample(45, 19).t()  # [19, 45], column-major
-    y = sample(23, 90)[:, ::2]  # [23, 45], stride 2 along D
+def test_interp_non_contiguous(metric, precision, gen):
+    x = sample(gen, 45, 19).t()  # [19, 45], column-major
+    y = sample(gen, 23, 90)[:, ::2]  # [23, 45], stride 2 along D
     got = td.triton_pairwise_distance(x, y, metric, precision)
     assert_matches(got, reference.pairwise_distance(x, y, metric, precision), precision)
 
@@ -87,20 +88,22 @@ def test_interp_non_contiguous(metric, precision):
     (torch.float64, "bf16"),
     (torch.float16, "fp8"),
 ])
-def test_interp_input_dtypes(dtype, precision):
-    x, y = sample(21, 40, dtype=dtype), sample(30, 40, dtype=dtype)
+def test_interp_input_dtypes(dtype, precision, gen):
+    x, y = sample(gen, 21, 40, dtype=dtype), sample(gen, 30, 40, dtype=dtype)
     got = td.triton_pairwise_distance(x, y, "l2", precision)
     assert_matches(got, reference.pairwise_distance(x, y, "l2", precision), precision)
 
 
 @interp
 @pytest.mark.parametrize("precision", ["fp16", "bf16", "fp8"])
-def test_interp_rounding_is_torchs(precision):
+def test_interp_rounding_is_torchs(precision, gen):
     # Magnitudes over 2^-30..2^10 (fp8: deep into e4m3's subnormals after the row scale) plus
     # exact ties between neighbours of each format, which round-to-nearest-even must break.
-    t = sample(16, 64) * torch.exp2(torch.randint(-30, 11, (16, 64)).float())
+    t = sample(gen, 16, 64) * torch.exp2(torch.randint(-30, 11, (16, 64), generator=gen).float())
     ties = {"fp16": 1 + 2.0 ** -11, "bf16": 1 + 2.0 ** -8, "fp8": 1 + 2.0 ** -4}[precision]
-    t[:, :8] = torch.tensor([ties, 3 * ties, -ties, 5 * ties, 2.0 ** -14, 0.0, -0.0, 1.0])
+    # Row 0's amax is 448, so its fp8 scale is 1 and the planted ties stay ties.
+    t[0] = t[0].clamp(-400.0, 400.0)
+    t[0, :9] = torch.tensor([ties, 3 * ties, -ties, 5 * ties, 2.0 ** -14, 0.0, -0.0, 1.0, 448.0])
     storage = td._dot_dtype(precision, t.device, True)[1]
     q, norms, scales = td._prepare(t, precision, storage, True, True)
     deq = q.float() * scales.unsqueeze(-1) if precision == "fp8" else q.float()
@@ -110,8 +113,8 @@ def test_interp_rounding_is_torchs(precision):
 
 
 @interp
-def test_interp_fp8_scale_is_reference():
-    t = sample(11, 50) * 3.7
+def test_interp_fp8_scale_is_reference(gen):
+    t = sample(gen, 11, 50) * 3.7
     t[3] = 0.0  # an all-zero row keeps scale 1
     _, _, scales = td._prepare(t, "fp8", torch.float8_e4m3fn, True, True)
     assert torch.equal(scales, reference.fp8_row_scale(t).squeeze(-1))
@@ -119,24 +122,24 @@ def test_interp_fp8_scale_is_reference():
 
 @interp
 @pytest.mark.parametrize("n,m,d", [(1, 1, 1), (1, 5, 3), (33, 1, 129), (64, 64, 64)])
-def test_interp_edge_sizes(n, m, d):
-    x, y = sample(n, d), sample(m, d)
+def test_interp_edge_sizes(n, m, d, gen):
+    x, y = sample(gen, n, d), sample(gen, m, d)
     for metric in ("l2", "l1"):
         got = td.triton_pairwise_distance(x, y, metric, "fp32")
         assert_matches(got, reference.pairwise_distance(x, y, metric, "fp32"), "fp32")
 
 
 @interp
-def test_interp_empty():
-    assert td.triton_pairwise_distance(sample(0, 8), sample(5, 8)).shape == (0, 5)
-    assert td.triton_pairwise_distance(sample(2, 0, 8), sample(5, 8)).shape == (2, 0, 5)
-    assert torch.equal(td.triton_pairwise_distance(sample(3, 0), sample(4, 0)), torch.zeros(3, 4))
+def test_interp_empty(gen):
+    assert td.triton_pairwise_distance(sample(gen, 0, 8), sample(gen, 5, 8)).shape == (0, 5)
+    assert td.triton_pairwise_distance(sample(gen, 2, 0, 8), sample(gen, 5, 8)).shape == (2, 0, 5)
+    assert torch.equal(td.triton_pairwise_distance(sample(gen, 3, 0), sample(gen, 4, 0)), torch.zeros(3, 4))
 
 
 @interp
-def test_interp_same_assignment_as_reference():
+def test_interp_same_assignment_as_reference(gen):
     # The quantity that matters downstream: the optimal assignment on the kernel's distances.
-    x, noise = 0.5 * sample(24, 256), sample(24, 256)
+    x, noise = 0.5 * sample(gen, 24, 256), sample(gen, 24, 256)
     got = td.triton_pairwise_distance(x, noise, "l2", "fp16")
     want = reference.pairwise_distance(x, noise, "l2", "fp16")
     a, b = immiscible_ops.linear_assignment(got), immiscible_ops.linear_assignment(want)
@@ -162,10 +165,10 @@ def test_cuda_entry_validates(args, name):
         td._pairwise_distance_cuda(*args)
 
 
-def test_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+def test_cpu_without_interpreter_is_a_clear_error(monkeypatch, gen):
     monkeypatch.setattr(td, "INTERPRETED", False)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
-        td.triton_pairwise_distance(sample(3, 4), sample(3, 4))
+        td.triton_pairwise_distance(sample(gen, 3, 4), sample(gen, 3, 4))
 
 
 @pytest.mark.skipif(td.INTERPRETED, reason="the interpreter tests already ran in this process")
@@ -187,8 +190,8 @@ def test_interpreter_in_subprocess():
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("n,m,d", [(37, 53, 70), (300, 257, 1000), (129, 130, 4096)])
-def test_cuda_matches_cpu_op(metric, precision, n, m, d):
-    x, y = 0.5 * sample(n, d), sample(m, d)
+def test_cuda_matches_cpu_op(metric, precision, n, m, d, gen):
+    x, y = 0.5 * sample(gen, n, d), sample(gen, m, d)
     got = torch.ops.immiscible.pairwise_distance(x.cuda(), y.cuda(), metric, precision)
     want = torch.ops.immiscible.pairwise_distance(x, y, metric, precision)
     assert got.is_cuda
@@ -198,9 +201,9 @@ def test_cuda_matches_cpu_op(metric, precision, n, m, d):
 @cuda
 @compiled
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_cuda_batched_non_contiguous(precision):
-    x = sample(2, 1, 70, 31, device="cuda").transpose(-1, -2)  # [2, 1, 31, 70]
-    y = sample(3, 45, 140, device="cuda")[..., ::2]  # [3, 45, 70]
+def test_cuda_batched_non_contiguous(precision, gen):
+    x = sample(gen, 2, 1, 70, 31, device="cuda").transpose(-1, -2)  # [2, 1, 31, 70]
+    y = sample(gen, 3, 45, 140, device="cuda")[..., ::2]  # [3, 45, 70]
     got = immiscible_ops.pairwise_distance(x, y, precision=precision)
     want = immiscible_ops.pairwise_distance(x.cpu(), y.cpu(), precision=precision)
     assert got.shape == (2, 3, 31, 45)
@@ -209,6 +212,6 @@ def test_cuda_batched_non_contiguous(precision):
 
 @cuda
 @compiled
-def test_cuda_opcheck():
-    x, y = sample(20, 64, device="cuda"), sample(24, 64, device="cuda")
+def test_cuda_opcheck(gen):
+    x, y = sample(gen, 20, 64, device="cuda"), sample(gen, 24, 64, device="cuda")
     torch.library.opcheck(torch.ops.immiscible.pairwise_distance.default, (x, y, "l2", "fp16"))
