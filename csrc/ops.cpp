@@ -11,9 +11,9 @@ STABLE_TORCH_LIBRARY(immiscible, m) {
         "str precision=\"fp32\") -> Tensor");
   m.def("assign(Tensor x, Tensor noise, str metric=\"l2\", str precision=\"fp16\", "
         "str solver=\"auto\", float? tol=None, Tensor? groups=None, bool validate=True) -> Tensor");
-  // Device kernel behind linear_assignment: cost [P, N, M] (validated, N <= M, contiguous),
-  // returns (row_to_col [P, N] int64, status [P] int32: 0 ok, 1 infeasible); the rows of an
-  // infeasible problem are all -1.
+  // Device kernel behind linear_assignment: cost [P, N, M] (N <= M, any floating dtype),
+  // returns (row_to_col [P, N] int64, status [P] int32: 0 ok, 1 infeasible, 2 NaN in the cost,
+  // 3 -inf in the cost); the rows of a problem with nonzero status are all -1.
   // tol <= 0 selects the solver's default.
   m.def("solve_batched(Tensor cost, str solver, float tol) -> (Tensor, Tensor)");
 }

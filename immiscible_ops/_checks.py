@@ -1,6 +1,7 @@
 """Input validation shared by the ops and their fake kernels: one place, ValueError, the
-argument named. Shape and dtype checks need no data; the value checks (`check_cost_values`)
-read the tensor and so synchronize with a GPU, which is why the ops can switch them off."""
+argument named. Shape and dtype checks need no data. Value faults (NaN, -inf, infeasible) are
+found by the solver kernels themselves and come back as a status tensor; reading it
+(`check_status`) is the one step that synchronizes with a GPU, so the ops can switch it off."""
 
 import torch
 
@@ -39,23 +40,28 @@ def check_cost(cost: torch.Tensor, solver: str, tol) -> None:
     check_tol(tol)
 
 
-def check_cost_values(cost: torch.Tensor) -> None:
-    """NaN and -inf make the optimum undefined; +inf (forbidden) is allowed."""
-    if torch.isnan(cost).any():
-        raise ValueError("cost: contains NaN")
-    if torch.isneginf(cost).any():
-        raise ValueError("cost: contains -inf; only +inf (a forbidden pair) is allowed")
+# solve_batched's status codes (csrc/ops.cpp) and what each means for the caller.
+_STATUS_MESSAGES = {
+    1: "no feasible assignment: every assignment uses a +inf entry",
+    2: "contains NaN",
+    3: "contains -inf; only +inf (a forbidden pair) is allowed",
+}
 
 
-def check_infeasible(status: torch.Tensor, batch_shape) -> None:
+def check_status(status: torch.Tensor, batch_shape) -> None:
+    """Raises for the first problem whose solve_batched status is not 0 (reads the device)."""
     bad = torch.nonzero(status).flatten()
-    if bad.numel():
-        index = tuple(torch.unravel_index(bad[0], tuple(batch_shape))) if len(batch_shape) else ()
-        where = f" (problem at batch index {tuple(int(i) for i in index)})" if index else ""
-        raise ValueError(
-            f"cost: no feasible assignment{where}: every assignment uses a +inf entry "
-            f"({bad.numel()} of {status.numel()} problems infeasible)"
-        )
+    if not bad.numel():
+        return
+    first = int(bad[0])
+    where = ""
+    if len(batch_shape):
+        index = torch.unravel_index(torch.tensor(first), tuple(batch_shape))
+        where = f" (problem at batch index {tuple(int(i) for i in index)})"
+    raise ValueError(
+        f"cost: {_STATUS_MESSAGES[int(status[first])]}{where}; "
+        f"{bad.numel()} of {status.numel()} problems rejected"
+    )
 
 
 def check_pair(x: torch.Tensor, y: torch.Tensor, metric: str, precision: str) -> None:

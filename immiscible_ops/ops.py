@@ -25,13 +25,11 @@ def _linear_assignment(cost, solver="auto", tol=None, validate=True):
     batch, (n, m) = cost.shape[:-2], cost.shape[-2:]
     if n == 0 or batch.numel() == 0:
         return torch.empty(cost.shape[:-1], dtype=torch.long, device=cost.device)
-    if validate:
-        _checks.check_cost_values(cost)
     row_to_col, status = torch.ops.immiscible.solve_batched(
         cost.reshape(-1, n, m), solver, _NO_TOL if tol is None else float(tol)
     )
     if validate:
-        _checks.check_infeasible(status, batch)
+        _checks.check_status(status, batch)
     return row_to_col.reshape(*batch, n)
 
 
@@ -114,8 +112,9 @@ def linear_assignment(cost: torch.Tensor, *, solver: str = "auto", tol: Optional
 
     solver: "exact" (CPU default: Jonker-Volgenant), "auction" (within `tol` of the optimum;
     CUDA default), or "auto". tol: absolute bound on the excess over the optimum (default: 1e-6
-    of the total, exact for integer costs). validate=False skips the NaN/-inf/infeasibility
-    checks, which synchronize with a GPU; an infeasible problem then returns rows of -1.
+    of the total, exact for integer costs). validate=False skips reading the solver's status
+    (NaN, -inf, infeasible), the one step that synchronizes with a GPU; a rejected problem then
+    returns rows of -1.
     """
     return torch.ops.immiscible.linear_assignment(cost, solver, tol, validate)
 

@@ -11,7 +11,11 @@
 
 namespace immiscible::cpu {
 
-enum class LapStatus : int32_t { kOk = 0, kInfeasible = 1 };
+// Status of one problem, as reported by solve_batched on every device.
+enum class LapStatus : int32_t { kOk = 0, kInfeasible = 1, kNaN = 2, kNegInf = 3 };
+
+// kNaN or kNegInf if cost [count] holds such a value (which the solvers must not see), else kOk.
+LapStatus check_values(const double* cost, int64_t count);
 
 // Exact: shortest augmenting paths (Jonker-Volgenant) with LAPJV's initialization
 // (column reduction, reduction transfer, augmenting row reduction) on square problems.

@@ -1,0 +1,147 @@
+"""`immiscible-bench`: exact linear assignment on the immiscible workload, this project vs scipy
+(and `lap`, other LAP packages, where installed), measured side by side on the same costs.
+
+Workload: L2 distances between images x = 0.5*N(0,1) and noise N(0,1), float64 cost [B, B], the
+matrix the Immiscible Diffusion recipe hands to scipy. Every contender solves the same matrix;
+the table reports the median of `--repeats` runs and checks that every total equals scipy's.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+import immiscible_ops as io
+
+
+def immiscible_cost(batch: int, dim: int, seed: int = 0, device: str = "cpu") -> torch.Tensor:
+    """The benchmark workload: float64 L2 cost [batch, batch] between 0.5*N(0,1) and N(0,1)."""
+    g = torch.Generator().manual_seed(seed)
+    x = 0.5 * torch.randn(batch, dim, generator=g)
+    noise = torch.randn(batch, dim, generator=g)
+    return torch.cdist(x.double(), noise.double()).to(device)
+
+
+def contenders() -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """name -> solve(cost [N, M] float64 ndarray) -> row_to_col [N]; the installed ones only."""
+    solvers: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "immiscible_ops": lambda c: io.linear_assignment(torch.from_numpy(c)).numpy(),
+    }
+    try:
+        from scipy.optimize import linear_sum_assignment
+
+        solvers["scipy"] = lambda c: linear_sum_assignment(c)[1]
+    except ImportError:
+        pass
+    try:
+        import lap
+
+        solvers["lap.lapjv"] = lambda c: lap.lapjv(c, extend_cost=c.shape[0] != c.shape[1])[1]
+    except ImportError:
+        pass
+    try:
+        import lapx  # noqa: F401  (a fork of lap; same API)
+
+        solvers["lapx.lapjv"] = lambda c: lapx.lapjv(c, extend_cost=c.shape[0] != c.shape[1])[1]
+    except ImportError:
+        pass
+    return solvers
+
+
+def time_call(fn: Callable[[], object], repeats: int) -> List[float]:
+    fn()  # warm-up: first-call allocations and lazy imports stay out of the numbers
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_case(batch: int, dim: int, repeats: int, skip: Optional[set] = None) -> dict:
+    """Times every contender on one workload; returns a row with medians (s) and totals."""
+    cost = immiscible_cost(batch, dim).numpy()
+    row = {"batch": batch, "dim": dim, "seconds": {}, "total": {}}
+    for name, solve in contenders().items():
+        if skip and name in skip:
+            continue
+        cols = solve(cost)
+        row["total"][name] = float(cost[np.arange(batch), cols].sum())
+        row["seconds"][name] = statistics.median(time_call(lambda: solve(cost), repeats))
+    return row
+
+
+def run_batched(problems: int, size: int, repeats: int) -> dict:
+    """`problems` uniform [size, size] costs: one batched call vs a loop of each contender."""
+    g = torch.Generator().manual_seed(0)
+    cost = torch.rand(problems, size, size, generator=g, dtype=torch.float64)
+    arrays = [c.numpy() for c in cost]
+    row = {"batch": f"{problems}x{size}", "dim": "uniform", "seconds": {}, "total": {}}
+    for name, solve in contenders().items():
+        if name == "immiscible_ops":
+            run = lambda: io.linear_assignment(cost)  # noqa: E731  (one batched call)
+            cols = run().numpy()
+        else:
+            run = lambda solve=solve: [solve(a) for a in arrays]  # noqa: E731
+            cols = np.stack(run())
+        row["total"][name] = float(sum(a[np.arange(size), c].sum() for a, c in zip(arrays, cols)))
+        row["seconds"][name] = statistics.median(time_call(run, repeats))
+    return row
+
+
+def format_table(rows: List[dict]) -> str:
+    names = [n for n in contenders() if any(n in r["seconds"] for r in rows)]
+    head = "| batch | dim | " + " | ".join(f"{n} (ms)" for n in names) + " | vs scipy | vs lap | same optimum |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        s = r["seconds"]
+        cells = [f"{s[n] * 1e3:.1f}" if n in s else "-" for n in names]
+        ours = s["immiscible_ops"]
+        vs_scipy = f"{s['scipy'] / ours:.1f}x" if "scipy" in s else "-"
+        vs_lap = f"{s['lap.lapjv'] / ours:.2f}x" if "lap.lapjv" in s else "-"
+        ref = r["total"].get("scipy", r["total"]["immiscible_ops"])
+        same = all(abs(t - ref) <= 1e-9 * max(1.0, abs(ref)) for t in r["total"].values())
+        lines.append(f"| {r['batch']} | {r['dim']} | " + " | ".join(cells) + f" | {vs_scipy} | {vs_lap} | {'yes' if same else 'NO'} |")
+    return "\n".join(lines)
+
+
+def environment() -> dict:
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1024], help="batch sizes B (cost is B x B)")
+    parser.add_argument("--dim", type=int, nargs="+", default=[4096], help="image dimensions D")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batched", type=int, nargs=2, metavar=("PROBLEMS", "SIZE"),
+                        help="also time PROBLEMS uniform SIZE x SIZE problems (e.g. 64 256)")
+    parser.add_argument("--skip", nargs="*", default=[], help="contenders to leave out (e.g. scipy)")
+    parser.add_argument("--json", help="write the rows and environment to this file")
+    args = parser.parse_args(argv)
+
+    rows = [run_case(b, d, args.repeats, set(args.skip)) for d in args.dim for b in args.batch]
+    if args.batched:
+        rows.append(run_batched(*args.batched, args.repeats))
+    env = environment()
+    print(f"# exact linear assignment, CPU ({env['cpu']}, {env['threads']} threads), "
+          f"median of {args.repeats}, {env['date']}")
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
