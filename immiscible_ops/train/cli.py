@@ -21,8 +21,8 @@ def add_train_args(p: argparse.ArgumentParser):
     g.add_argument("--coupling", choices=COUPLINGS, default=d.coupling)
     g.add_argument("--precision", default=d.precision, help="distance precision for assign/pool")
     g.add_argument("--solver", default=d.solver, help="assignment solver: auto | exact | auction")
-    g.add_argument("--pool-factor", type=float, default=d.pool_factor, help="noise pool size / batch (pool)")
-    g.add_argument("--k", type=int, default=d.k, help="candidates per image (knn)")
+    g.add_argument("--pool-factor", type=int, default=d.pool_factor, help="noise pool size / batch (pool)")
+    g.add_argument("--k", type=int, default=d.k, help="noise candidates per image; the nearest is kept (knn)")
     g.add_argument("--assignment-scope", choices=("rank", "global"), default=d.assignment_scope,
                    help="under DDP: assign within each process's batch or over the global batch")
     g.add_argument("--class-conditional", action="store_true",
@@ -53,6 +53,7 @@ def add_train_args(p: argparse.ArgumentParser):
     g.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue from a checkpoint (default: OUT/checkpoint.pt)")
     g.add_argument("--no-progress", dest="progress", action="store_false")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: torch's)")
     g.add_argument("--cache-dir", default=None, help="where the metric's classifier is cached "
                    "(default: $IMMISCIBLE_CACHE or ~/.cache/immiscible_ops)")
 

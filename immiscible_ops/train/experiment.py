@@ -1,0 +1,179 @@
+"""Training-efficiency experiment: vanilla vs immiscible couplings, several seeds, one budget.
+
+`python -m immiscible_ops.train experiment` (or benchmarks/training_efficiency.py) trains every
+(dataset, coupling, seed), then writes results.json, results.md (tables) and curves.png. Runs that
+already finished with the same configuration are reused, so an interrupted experiment continues.
+"""
+
+import argparse
+import json
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from immiscible_ops.train import compare
+from immiscible_ops.train.data import TOY_2D
+from immiscible_ops.train.trainer import Config, train
+
+# Default size: about 15 minutes on a 2-core CPU. Scale with --image-steps, --points-steps,
+# --unet-widths, --batch-size on a GPU.
+IMAGE_DEFAULTS = dict(steps=500, batch_size=64, lr=1e-3, sample_steps=20)
+POINTS_DEFAULTS = dict(steps=1500, batch_size=256, lr=1e-3, sample_steps=20)
+
+
+def run_configs(a) -> list:
+    cfgs = []
+    for data in a.datasets.split(","):
+        points = data in TOY_2D
+        base = dict(POINTS_DEFAULTS if points else IMAGE_DEFAULTS)
+        if a.image_steps and not points:
+            base["steps"] = a.image_steps
+        if a.points_steps and points:
+            base["steps"] = a.points_steps
+        if a.batch_size:
+            base["batch_size"] = a.batch_size
+        base["eval_every"] = max(1, base["steps"] // a.evals)
+        for method in a.methods.split(","):
+            for seed in (int(s) for s in a.seeds.split(",")):
+                name = f"{Path(data).stem}-{method}-s{seed}"
+                cfgs.append(Config(data=data, out=str(Path(a.out) / name), coupling=method, seed=seed,
+                                   device=a.device, unet_widths=tuple(int(w) for w in a.unet_widths.split(",")),
+                                   checkpoint_every=base["steps"], progress=a.progress,
+                                   cache_dir=a.cache_dir, threads=a.threads, **base))
+    return cfgs
+
+
+def finished(cfg: Config) -> bool:
+    out = Path(cfg.out)
+    if not (out / "summary.json").exists() or not (out / "config.json").exists():
+        return False
+    return json.loads((out / "config.json").read_text()) == json.loads(json.dumps(cfg.to_dict()))
+
+
+def summarize(cfgs: list) -> dict:
+    """Per dataset and coupling: curve, final quality mean/std, steps to reach vanilla, overhead."""
+    table = OrderedDict()
+    for cfg in cfgs:
+        run = compare.read_run(Path(cfg.out))
+        summary = json.loads((Path(cfg.out) / "summary.json").read_text())
+        table.setdefault(cfg.data, OrderedDict()).setdefault(cfg.coupling, []).append((run, summary))
+    results = OrderedDict()
+    for data, methods in table.items():
+        first = next(iter(methods.values()))[0][0]
+        metric = compare.default_metric(first)
+        res = OrderedDict(metric=metric, reference=first["reference"].get(metric), methods=OrderedDict())
+        vanilla_final = None
+        if "none" in methods:
+            _, mean, _ = compare.curve_stats([r for r, _ in methods["none"]], metric)
+            vanilla_final = float(mean[-1])
+        for method, runs in methods.items():
+            steps, mean, std = compare.curve_stats([r for r, _ in runs], metric)
+            finals = np.array([r["eval"][-1][metric] for r, _ in runs])
+            # Per-step timings skip the first 10 steps: allocator and thread-pool warm-up.
+            step_ms = np.mean([np.median([t["step_ms"] for t in r["train"][10:]]) for r, _ in runs])
+            noise_ms = np.mean([np.median([t["noise_ms"] for t in r["train"][10:]]) for r, _ in runs])
+            reach = None
+            if vanilla_final is not None:
+                hit = np.nonzero(mean <= vanilla_final)[0]
+                reach = int(steps[hit[0]]) if hit.size else None
+            extra = {}
+            if metric == "fd":
+                extra["mmd_poly"] = float(np.mean([r["eval"][-1]["mmd_poly"] for r, _ in runs]))
+            res["methods"][method] = dict(
+                seeds=len(runs), steps=steps.tolist(), curve=mean.tolist(), curve_std=std.tolist(),
+                final_mean=float(finals.mean()), final_std=float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
+                steps_to_vanilla_final=reach, step_ms=float(step_ms), noise_ms=float(noise_ms),
+                noise_pct=float(100 * noise_ms / step_ms), **extra)
+        if "none" in res["methods"]:
+            base = res["methods"]["none"]["noise_ms"]
+            for m in res["methods"].values():
+                m["overhead_ms"] = m["noise_ms"] - base
+                m["overhead_pct"] = 100 * m["overhead_ms"] / res["methods"]["none"]["step_ms"]
+        results[data] = res
+    return results
+
+
+def markdown(results: dict, cfgs: list) -> str:
+    lines = []
+    for data, res in results.items():
+        c = next(c for c in cfgs if c.data == data)
+        metric = res["metric"]
+        lines.append(f"**{data}** ({c.steps} steps, batch {c.batch_size}, metric {metric}, "
+                     f"lower is better; real-vs-real floor {res['reference']:.4g})\n")
+        extra = " final MMD (poly) |" if metric == "fd" else ""
+        lines.append(f"| coupling | seeds | final {metric} (mean +- std) |{extra} steps to vanilla's final "
+                     "| noise ms/step | step ms | noise % of step | overhead vs none (ms, % of step) |")
+        lines.append("|---|---|---|" + ("---|" if extra else "") + "---|---|---|---|---|")
+        for method, m in res["methods"].items():
+            reach = "not reached" if m["steps_to_vanilla_final"] is None else str(m["steps_to_vanilla_final"])
+            mmd = f" {m['mmd_poly']:.4f} |" if extra else ""
+            over = (f"{m['overhead_ms']:+.2f} ({m['overhead_pct']:+.1f}%)" if "overhead_ms" in m else "-")
+            lines.append(f"| {method} | {m['seeds']} | {m['final_mean']:.4g} +- {m['final_std']:.2g} |{mmd} "
+                         f"{reach} | {m['noise_ms']:.2f} | {m['step_ms']:.1f} | {m['noise_pct']:.1f} | {over} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict, cfgs: list, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(results)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
+    for ax, data in zip(axes[0], datasets):
+        groups = OrderedDict()
+        for cfg in cfgs:
+            if cfg.data == data:
+                groups.setdefault(cfg.coupling, []).append(compare.read_run(Path(cfg.out)))
+        compare.plot_groups(ax, groups, results[data]["metric"], title=f"{data}: mean +- std over seeds")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m immiscible_ops.train experiment", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="digits,gmm", help="comma separated (default: %(default)s)")
+    p.add_argument("--methods", default="none,assign,knn,flip", help="couplings (default: %(default)s)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--image-steps", type=int, default=None, help=f"default {IMAGE_DEFAULTS['steps']}")
+    p.add_argument("--points-steps", type=int, default=None, help=f"default {POINTS_DEFAULTS['steps']}")
+    p.add_argument("--batch-size", type=int, default=None, help="override both datasets' batch size")
+    p.add_argument("--evals", type=int, default=5, help="evaluations per run")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads per run (default 1: fastest on a busy 2-core machine)")
+    p.add_argument("--unet-widths", default="32,64")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="runs/experiment")
+    p.add_argument("--plot", default=None, help="PNG of the curves (default: OUT/curves.png)")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--progress", action="store_true", help="progress bar per run")
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    cfgs = run_configs(a)
+    t_start = time.time()
+    for i, cfg in enumerate(cfgs):
+        if finished(cfg):
+            print(f"[{i + 1}/{len(cfgs)}] {cfg.out}: done before, reused", flush=True)
+            continue
+        t0 = time.time()
+        s = train(cfg)
+        final = ", ".join(f"{k} {v:.4g}" for k, v in (s["final"] or {}).items())
+        print(f"[{i + 1}/{len(cfgs)}] {cfg.out}: {final}; {time.time() - t0:.0f} s, "
+              f"step {s['step_ms']:.1f} ms, noise {s['noise_ms']:.2f} ms", flush=True)
+    results = summarize(cfgs)
+    md = markdown(results, cfgs)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.md").write_text(md)
+    plot_path = Path(a.plot) if a.plot else out / "curves.png"
+    plot(results, cfgs, plot_path)
+    print(md)
+    print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {plot_path}; "
+          f"{(time.time() - t_start) / 60:.1f} min")
+    return 0
