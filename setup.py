@@ -22,7 +22,6 @@ ROOT = Path(__file__).parent
 DEBUG = os.environ.get("IMMISCIBLE_DEBUG") == "1"
 # torch 2.10 is the oldest release whose stable ABI has everything the kernels use.
 TORCH_TARGET = "-DTORCH_TARGET_VERSION=0x020a000000000000"
-PY_LIMITED = "-DPy_LIMITED_API=0x030a0000"
 
 
 def find_cuda_home():
@@ -50,15 +49,16 @@ def sources(folder, suffix):
 
 
 cxx_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
-cxx_flags += ["-std=c++17", "-fvisibility=hidden", TORCH_TARGET, PY_LIMITED]
+# py_limited_api=True below defines Py_LIMITED_API (3.10) for every source.
+cxx_flags += ["-std=c++17", "-fvisibility=hidden", TORCH_TARGET]
 
 extensions = [
     CppExtension(
         "immiscible_ops._C",
         ["csrc/module.cpp", "csrc/ops.cpp"] + sources("csrc/cpu", ".cpp"),
         include_dirs=[str(ROOT / "csrc")],
-        extra_compile_args={"cxx": cxx_flags + ["-fopenmp"]},
-        extra_link_args=["-fopenmp"],
+        depends=sources("csrc/cpu", ".h"),
+        extra_compile_args={"cxx": cxx_flags},
         py_limited_api=True,
     )
 ]
@@ -72,7 +72,7 @@ if want_cuda(cuda_home):
     gencode.append(f"-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}")
     nvcc_flags = ["-O0", "-G"] if DEBUG else ["-O3", "-lineinfo"]
     nvcc_flags += ["-std=c++17", "--expt-relaxed-constexpr", "-DUSE_CUDA", TORCH_TARGET,
-                   PY_LIMITED, "-Xcompiler=-fvisibility=hidden"] + gencode
+                   "-Xcompiler=-fvisibility=hidden"] + gencode
     # A plain CppExtension (not CUDAExtension): CUDAExtension links c10_cuda/torch_cuda, which
     # CPU-only torch does not ship. The module needs only the static CUDA runtime.
     extensions.append(
@@ -80,6 +80,7 @@ if want_cuda(cuda_home):
             "immiscible_ops._C_cuda",
             ["csrc/module_cuda.cpp"] + sources("csrc/cuda", ".cu"),
             include_dirs=[str(ROOT / "csrc"), str(Path(cuda_home, "include"))],
+            depends=sources("csrc/cuda", ".cuh"),
             library_dirs=[str(Path(cuda_home, "lib64"))],
             libraries=["cudart_static", "rt", "dl", "pthread"],
             extra_compile_args={"cxx": cxx_flags + ["-DUSE_CUDA"], "nvcc": nvcc_flags},

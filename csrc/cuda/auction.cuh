@@ -312,10 +312,13 @@ __device__ void solve_problem(G g, const float* cost, int n, int m, float tol, b
                               int64_t* row_to_col, int32_t* status) {
   // Statistics of the finite entries: shift, range, integrality.
   float lo = INFINITY, hi = -INFINITY, integral = 1.0f;
+  int has_nan = 0, has_neg_inf = 0;  // values the auction must not see (status 2 and 3)
   const int64_t total = static_cast<int64_t>(n) * m;
   for (int64_t k = g.rank(); k < total; k += g.size()) {
     const float c = __ldg(cost + k);
-    if (c == INFINITY) continue;
+    has_nan |= c != c;
+    has_neg_inf |= c == -INFINITY;
+    if (c == INFINITY || c != c) continue;
     lo = fminf(lo, c);
     hi = fmaxf(hi, c);
     if (c != rintf(c)) integral = 0.0f;
@@ -323,6 +326,14 @@ __device__ void solve_problem(G g, const float* cost, int n, int m, float tol, b
   lo = group_reduce(g, lo, MinOp{}, INFINITY, partials);
   hi = group_reduce(g, hi, MaxOp{}, -INFINITY, partials);
   integral = group_reduce(g, integral, MinOp{}, 1.0f, partials);
+  has_nan = group_reduce(g, has_nan, MaxOp{}, 0, partials);
+  has_neg_inf = group_reduce(g, has_neg_inf, MaxOp{}, 0, partials);
+  if (has_nan || has_neg_inf) {  // same verdict in every thread of g, so all return together
+    for (int i = g.rank(); i < n; i += g.size()) row_to_col[i] = -1;
+    if (g.rank() == 0) *status = has_nan ? 2 : 3;
+    g.sync();
+    return;
+  }
   if (lo == INFINITY) lo = hi = 0.0f;  // all forbidden: any answer is infeasible
   const float range = hi - lo;
   Prepared pc{cost, n, m, lo, static_cast<float>((static_cast<double>(range) + 1.0) * (m + 1))};
