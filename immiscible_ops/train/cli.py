@@ -48,6 +48,8 @@ def add_train_args(p: argparse.ArgumentParser):
     g.add_argument("--sample-steps", type=int, default=d.sample_steps, help="DDIM steps at evaluation")
     g.add_argument("--eval-every", type=int, default=d.eval_every)
     g.add_argument("--eval-samples", type=int, default=d.eval_samples)
+    g.add_argument("--feature-epochs", type=int, default=d.feature_epochs,
+                   help="epochs of the metric's feature classifier (trained once, cached)")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     g.add_argument("--log-every", type=int, default=d.log_every, help="progress-bar refresh (steps)")
     g.add_argument("--resume", nargs="?", const="auto", default=None,

@@ -59,6 +59,7 @@ class Config:
     sample_steps: int = 20
     eval_every: int = 200
     eval_samples: int = 1000
+    feature_epochs: int = 15
     checkpoint_every: int = 500
     log_every: int = 10
     resume: Optional[str] = None
@@ -202,7 +203,8 @@ class Evaluator:
         self.labels = test.labels[:n] if (cfg.class_conditional and test.labels is not None) else None
         self.reference = {}
         if self.kind == "image":
-            self.net = metrics.feature_extractor(train, cache_dir=cfg.cache_dir, seed=0, log=log)
+            self.net = metrics.feature_extractor(train, cache_dir=cfg.cache_dir, epochs=cfg.feature_epochs,
+                                                 seed=0, log=log)
             self.real_features = metrics.extract(self.net, self.real)
             # The metric's floor: real training images scored like samples.
             floor = train.x[torch.randperm(train.x.shape[0], generator=torch.Generator().manual_seed(1))[:n]]
@@ -302,6 +304,9 @@ def train(cfg: Config) -> dict:
         # One thread per process is much faster than two on a shared 2-core machine: OpenMP
         # workers spin-wait while other processes hold the cores (81 vs 909 ms per UNet step).
         torch.set_num_threads(cfg.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the world size {world}")
     ctx = Dist(cfg.device)
     try:
         return _train(cfg, ctx)
@@ -310,8 +315,6 @@ def train(cfg: Config) -> dict:
 
 
 def _train(cfg: Config, ctx: Dist) -> dict:
-    if cfg.batch_size % ctx.world:
-        raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the world size {ctx.world}")
     if cfg.assignment_scope == "global":
         try:
             from immiscible_ops import distributed  # noqa: F401
