@@ -24,6 +24,7 @@ from triton.runtime.jit import JITFunction
 from immiscible_ops import _checks
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn value, as in reference.fp8_row_scale
+_FP8_MAX = tl.constexpr(FP8_MAX)  # kernels may read only constexpr globals
 
 # Rounding modes of _prepare_rows.
 _Q_NONE, _Q_FP16, _Q_BF16, _Q_FP8 = 0, 1, 2, 3
@@ -51,7 +52,7 @@ def _prepare_rows(src, dst, scale_out, norm_out, D, stride_r, stride_d,
         row_max = tl.max(amax, axis=0)
         # div_rn, not '/': Triton's fp32 division is approximate and the scale must equal
         # reference.fp8_row_scale bit for bit.
-        scale = tl.where(row_max > 0, tl.math.div_rn(row_max, FP8_MAX), 1.0)
+        scale = tl.where(row_max > 0, tl.math.div_rn(row_max, _FP8_MAX), 1.0)
         tl.store(scale_out + row, scale)
     sumsq = tl.zeros([BLOCK_D], dtype=tl.float32)
     for k in range(0, D, BLOCK_D):
@@ -70,7 +71,7 @@ def _prepare_rows(src, dst, scale_out, norm_out, D, stride_r, stride_d,
             a = tl.abs(tl.math.div_rn(v, scale))
             bits = a.to(tl.uint32, bitcast=True)
             bits = ((bits + 0x7FFFF + ((bits >> 20) & 1)) >> 20) << 20  # keep 3 mantissa bits
-            normal = tl.minimum(bits.to(tl.float32, bitcast=True), FP8_MAX)
+            normal = tl.minimum(bits.to(tl.float32, bitcast=True), _FP8_MAX)
             # Below 2^-6 e4m3 is subnormal with a fixed step of 2^-9.
             s = a * 512.0
             f = tl.floor(s)

@@ -181,6 +181,44 @@ def test_interpreter_in_subprocess():
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
+_COMPILE_FOR_HOPPER = """
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from immiscible_ops import triton_distance as td
+
+def compile(fn, sig, const, warps):
+    sig = {**sig, **{name: "constexpr" for name in const}}
+    src = ASTSource(fn=fn, signature=sig, constexprs=const)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": warps, "num_stages": 3}).asm["ptx"]
+
+compile(td._prepare_jit, {"src": "*fp32", "dst": "*fp8e4nv", "scale_out": "*fp32", "norm_out": "*fp32",
+        "D": "i32", "stride_r": "i32", "stride_d": "i32"}, {"BLOCK_D": 1024, "QUANT": 3, "WRITE": True}, 4)
+ints = {n: "i32" for n in "N M D sxb sxn sxd syb sym syd snxb snyb sob son som".split()}
+for ptr, dot, bk in (("*fp16", tl.float16, 64), ("*fp8e4nv", tl.float8e4nv, 128)):
+    ptx = compile(td._sqdist_jit, {"x": ptr, "y": ptr, "nx": "*fp32", "ny": "*fp32", "sx": "*fp32",
+                  "sy": "*fp32", "out": "*fp32", **ints},
+                  {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": bk, "GROUP_M": 8, "DOT_DTYPE": dot,
+                   "IEEE": False, "SCALED": ptr == "*fp8e4nv", "SQRT": True, "EVEN_K": False}, 8)
+    assert "wgmma" in ptx, ptr
+compile(td._l1_jit, {"x": "*fp16", "y": "*fp16", "sx": "*fp32", "sy": "*fp32", "out": "*fp32", **ints},
+        {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 4, "GROUP_M": 8, "SCALED": False}, 8)
+print("ok")
+"""
+
+
+def test_compiles_for_hopper():
+    # No GPU needed: Triton compiles for sm_90 ahead of time; the dot must lower to wgmma.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    result = subprocess.run([sys.executable, "-c", _COMPILE_FOR_HOPPER], env=env,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode and "No module named" in result.stderr:
+        pytest.skip(f"triton's CUDA backend unavailable: {result.stderr.strip().splitlines()[-1]}")
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-4000:]
+
+
 # ---------------------------------------------------------------------------------------------
 # CUDA tests: the registered op on GPU tensors vs the CPU op
 
