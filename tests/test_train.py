@@ -159,13 +159,15 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_ddp_two_gloo_processes(tmp_path):
+@pytest.mark.parametrize("scope", ["rank", "global"])
+def test_ddp_two_gloo_processes(tmp_path, scope):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
            f"--master-port={_free_port()}", "-m", "immiscible_ops.train", "--data", "gmm",
            "--coupling", "assign", "--steps", "4", "--batch-size", "16", "--eval-every", "4",
            "--eval-samples", "16", "--sample-steps", "2", "--mlp-hidden", "16", "--mlp-depth", "1",
-           "--n-points", "200", "--no-progress", "--threads", "1", "--out", str(out)]
+           "--n-points", "200", "--no-progress", "--threads", "1", "--out", str(out),
+           "--assignment-scope", scope]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

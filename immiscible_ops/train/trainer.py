@@ -315,12 +315,17 @@ def train(cfg: Config) -> dict:
 
 
 def _train(cfg: Config, ctx: Dist) -> dict:
-    if cfg.assignment_scope == "global":
+    noise_fn = immiscible_noise
+    if cfg.assignment_scope == "global" and ctx.world > 1:
         try:
-            from immiscible_ops import distributed  # noqa: F401
+            from immiscible_ops.distributed import GLOBAL_METHODS, immiscible_noise_global
         except ImportError as e:
             raise ValueError("assignment_scope global needs immiscible_ops.distributed, which this "
                              "installation lacks; use rank") from e
+        if cfg.coupling not in GLOBAL_METHODS:
+            raise ValueError(f"assignment_scope: global needs a coupling among {', '.join(GLOBAL_METHODS)}, "
+                             f"got {cfg.coupling!r} (it has no cross-image coupling; use rank)")
+        noise_fn = immiscible_noise_global
     device = ctx.device
     out = Path(cfg.out)
     say = (lambda msg: print(msg, flush=True)) if ctx.main else (lambda msg: None)
@@ -417,7 +422,7 @@ def _train(cfg: Config, ctx: Dist) -> dict:
         y = y_all[idx] if use_labels else None
         _sync(device)
         tn = time.perf_counter()
-        noise = immiscible_noise(x0, method=cfg.coupling, generator=gen,
+        noise = noise_fn(x0, method=cfg.coupling, generator=gen,
                                  groups=y if (use_labels and cfg.coupling in GROUPED) else None, **kw)
         _sync(device)
         noise_s = time.perf_counter() - tn
