@@ -13,5 +13,10 @@ from immiscible_ops import ops as _ops  # noqa: E402  (registers the Python kern
 from immiscible_ops.noise import immiscible_noise  # noqa: E402
 from immiscible_ops.ops import assign, linear_assignment, pairwise_distance  # noqa: E402
 
+try:  # registers the Triton kernel as the CUDA implementation of pairwise_distance
+    from immiscible_ops import triton_distance as _triton_distance  # noqa: E402, F401
+except ImportError:  # no triton: CUDA distances use the plain-torch reference instead
+    _triton_distance = None
+
 __all__ = ["assign", "immiscible_noise", "linear_assignment", "pairwise_distance", "HAS_CUDA_KERNELS"]
 __version__ = "0.1.0"

@@ -2,9 +2,15 @@
 
 import os
 
-import numpy as np
-import pytest
 import torch
+
+# Without a GPU, the Triton kernels run through Triton's interpreter on CPU tensors. The flag is
+# read when triton is first imported (by immiscible_ops), so it is set here, before any test module.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture
