@@ -268,3 +268,22 @@ def test_missing_diffusers_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)
     with pytest.raises(ImportError, match=r"pip install immiscible_ops\[train\]"):
         models.build_schedulers()
+
+
+def test_experiment_tables_plot_and_reuse(tmp_path, capsys):
+    from immiscible_ops.train import experiment
+
+    argv = ["--datasets", "gmm", "--methods", "none,assign", "--seeds", "0,1", "--points-steps", "6",
+            "--evals", "2", "--batch-size", "32", "--out", str(tmp_path / "exp"),
+            "--cache-dir", str(tmp_path / "cache")]
+    assert experiment.main(argv) == 0
+    res = json.loads((tmp_path / "exp" / "results.json").read_text())["gmm"]
+    assert res["metric"] == "w2" and set(res["methods"]) == {"none", "assign"}
+    m = res["methods"]["assign"]
+    assert m["seeds"] == 2 and m["steps"] == [3, 6] and m["final_std"] >= 0
+    assert res["methods"]["none"]["steps_to_vanilla_final"] == 6  # vanilla reaches itself
+    assert "| assign | 2 |" in (tmp_path / "exp" / "results.md").read_text()
+    assert (tmp_path / "exp" / "curves.png").stat().st_size > 1000
+    capsys.readouterr()
+    assert experiment.main(argv) == 0
+    assert capsys.readouterr().out.count("done before, reused") == 4

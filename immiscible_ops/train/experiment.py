@@ -71,9 +71,11 @@ def summarize(cfgs: list) -> dict:
         for method, runs in methods.items():
             steps, mean, std = compare.curve_stats([r for r, _ in runs], metric)
             finals = np.array([r["eval"][-1][metric] for r, _ in runs])
-            # Per-step timings skip the first 10 steps: allocator and thread-pool warm-up.
-            step_ms = np.mean([np.median([t["step_ms"] for t in r["train"][10:]]) for r, _ in runs])
-            noise_ms = np.mean([np.median([t["noise_ms"] for t in r["train"][10:]]) for r, _ in runs])
+            # Per-step timings skip the first 10 steps (allocator and thread-pool warm-up); medians,
+            # because evaluation and other tenants of a shared machine inflate a few steps a lot.
+            warm = [r["train"][10:] if len(r["train"]) > 20 else r["train"] for r, _ in runs]
+            step_ms = np.mean([np.median([t["step_ms"] for t in w]) for w in warm])
+            noise_ms = np.mean([np.median([t["noise_ms"] for t in w]) for w in warm])
             reach = None
             if vanilla_final is not None:
                 hit = np.nonzero(mean <= vanilla_final)[0]
