@@ -13,34 +13,12 @@ import json
 import platform
 import statistics
 import sys
-import time
 from datetime import datetime, timezone
 
 import torch
 
 import immiscible_ops
-
-
-def timer(device: torch.device, fn, warmup: int, repeats: int) -> list:
-    """Milliseconds of each of `repeats` calls of fn() after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return times
+from immiscible_ops.bench import time_ms
 
 
 def workload(b: int, d: int, device, seed: int):
@@ -100,7 +78,7 @@ def main(argv=None) -> int:
 
     def run(name, size, fn, repeats_=repeats, **extra):
         try:
-            return record(name, size, timer(device, fn, args.warmup, repeats_), **extra)
+            return record(name, size, time_ms(fn, repeats_, args.warmup, device), **extra)
         except Exception as error:  # one failing contender must not hide the others
             rows.append({"benchmark": name, "size": size, "error": repr(error)[:300]})
             print(f"{name:<40} {size:<24} FAILED {error!r}"[:300], flush=True)

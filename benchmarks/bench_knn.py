@@ -11,37 +11,11 @@ fused <= 0.3 ms and >= 5x faster than materialized.
 
 import argparse
 import statistics
-import time
 
 import torch
 
 from immiscible_ops import knn
-
-
-def time_cuda(fn, repeats, warmup):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
-
-
-def time_cpu(fn, repeats, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+from immiscible_ops.bench import time_ms
 
 
 def main():
@@ -76,7 +50,6 @@ def main():
     def materialized():
         return knn.knn_noise_materialized(x, args.k, generator=gen)
 
-    timer = time_cuda if device.type == "cuda" else time_cpu
     print(f"device={torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} "
           f"B={args.batch} k={args.k} D={args.dim} dtype={args.dtype} repeats={args.repeats}")
     results = {}
@@ -85,7 +58,7 @@ def main():
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
             base = torch.cuda.memory_allocated(device)
-        ms = timer(fn, args.repeats, args.warmup)
+        ms = statistics.median(time_ms(fn, args.repeats, args.warmup, device))
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20 if device.type == "cuda" else float("nan")
         results[name] = ms
         print(f"  {name:22s} {ms:10.3f} ms   peak extra memory {peak:9.1f} MiB")

@@ -9,7 +9,7 @@ from immiscible_ops._loading import load_extensions
 
 HAS_CUDA_KERNELS = load_extensions()
 
-from immiscible_ops import ops as _ops  # noqa: E402  (registers the Python kernels)
+from immiscible_ops import ops as _ops  # noqa: E402, F401  (registers the Python kernels)
 from immiscible_ops.noise import immiscible_noise  # noqa: E402
 from immiscible_ops.ops import assign, linear_assignment, pairwise_distance  # noqa: E402
 

@@ -53,13 +53,27 @@ def contenders() -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
     return solvers
 
 
-def time_call(fn: Callable[[], object], repeats: int) -> List[float]:
-    fn()  # warm-up: first-call allocations and lazy imports stay out of the numbers
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1,
+            device: torch.device = torch.device("cpu")) -> List[float]:
+    """Milliseconds of each of `repeats` calls of fn() after `warmup` calls (first-call
+    allocations and lazy imports stay out of the numbers); CUDA events on a GPU device."""
+    for _ in range(warmup):
         fn()
-        times.append(time.perf_counter() - start)
+    times = []
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
     return times
 
 
@@ -72,7 +86,7 @@ def run_case(batch: int, dim: int, repeats: int, skip: Optional[set] = None) -> 
             continue
         cols = solve(cost)
         row["total"][name] = float(cost[np.arange(batch), cols].sum())
-        row["seconds"][name] = statistics.median(time_call(lambda: solve(cost), repeats))
+        row["seconds"][name] = statistics.median(time_ms(lambda: solve(cost), repeats)) / 1e3
     return row
 
 
@@ -90,7 +104,7 @@ def run_batched(problems: int, size: int, repeats: int) -> dict:
             run = lambda solve=solve: [solve(a) for a in arrays]  # noqa: E731
             cols = np.stack(run())
         row["total"][name] = float(sum(a[np.arange(size), c].sum() for a, c in zip(arrays, cols)))
-        row["seconds"][name] = statistics.median(time_call(run, repeats))
+        row["seconds"][name] = statistics.median(time_ms(run, repeats)) / 1e3
     return row
 
 

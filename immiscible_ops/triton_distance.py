@@ -14,7 +14,6 @@ Importing this module makes no CUDA call.
 
 import contextlib
 import math
-import os
 
 import torch
 import triton
@@ -90,26 +89,30 @@ def _prepare_rows(src, dst, scale_out, norm_out, D, stride_r, stride_d,
     tl.store(norm_out + row, tl.sum(sumsq, axis=0))
 
 
+@triton.jit
+def _tile_offsets(N, M, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """Row and column offsets of this program's output tile. Grouped order: GROUP_M row blocks
+    sweep the column blocks together, so the y tiles they share are still in L2 (the tile order
+    of Triton's matmul tutorial)."""
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(N, BLOCK_M)
+    num_n = tl.cdiv(M, BLOCK_N)
+    group_size = GROUP_M * num_n
+    first_m = (pid // group_size) * GROUP_M
+    rows_in_group = min(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % group_size) % rows_in_group
+    pid_n = (pid % group_size) // rows_in_group
+    return pid_m * BLOCK_M + tl.arange(0, BLOCK_M), pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+
+
 def _sqdist_kernel(x, y, nx, ny, sx, sy, out, N, M, D,
                    sxb, sxn, sxd, syb, sym, syd, snxb, snyb, sob, son, som,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    GROUP_M: tl.constexpr, DOT_DTYPE: tl.constexpr, IEEE: tl.constexpr,
                    SCALED: tl.constexpr, SQRT: tl.constexpr, EVEN_K: tl.constexpr):
     # x [P, N, D], y [P, M, D], nx/sx [P, N], ny/sy [P, M] (batch stride may be 0) -> out [P, N, M]
-    pid = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
-    num_m = tl.cdiv(N, BLOCK_M)
-    num_n = tl.cdiv(M, BLOCK_N)
-    # Grouped order: GROUP_M row blocks sweep the column blocks together, so the y tiles they
-    # share are still in L2 (the tile order of Triton's matmul tutorial).
-    group_size = GROUP_M * num_n
-    first_m = (pid // group_size) * GROUP_M
-    rows_in_group = min(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group_size) % rows_in_group
-    pid_n = (pid % group_size) // rows_in_group
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m, offs_n = _tile_offsets(N, M, BLOCK_M, BLOCK_N, GROUP_M)
     # Wrap out-of-range rows onto valid ones instead of masking: loads stay unmasked along
     # rows, the extra results are dropped by the store mask.
     rows_m = (offs_m % N).to(tl.int64)
@@ -154,18 +157,8 @@ def _l1_kernel(x, y, sx, sy, out, N, M, D,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                GROUP_M: tl.constexpr, SCALED: tl.constexpr):
     # Same layout as _sqdist_kernel; sum_k |x_ik - y_jk| has no matmul form, so CUDA cores.
-    pid = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
-    num_m = tl.cdiv(N, BLOCK_M)
-    num_n = tl.cdiv(M, BLOCK_N)
-    group_size = GROUP_M * num_n
-    first_m = (pid // group_size) * GROUP_M
-    rows_in_group = min(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % group_size) % rows_in_group
-    pid_n = (pid % group_size) // rows_in_group
-
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m, offs_n = _tile_offsets(N, M, BLOCK_M, BLOCK_N, GROUP_M)
     rows_m = (offs_m % N).to(tl.int64)
     rows_n = (offs_n % M).to(tl.int64)
     offs_k = tl.arange(0, BLOCK_K)
