@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="override both datasets' batch size")
     p.add_argument("--evals", type=int, default=5, help="evaluations per run")
     p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads per run (default 1: fastest on a busy 2-core machine)")
+                   help="CPU threads per run (default 1: fastest on a busy 2-core machine; 0: torch's default)")
     p.add_argument("--unet-widths", default="32,64")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/experiment")

@@ -89,9 +89,10 @@ def _pseudo_labels(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
 
 
 def feature_extractor(train, *, cache_dir: Optional[Path] = None, epochs: int = 15,
-                      seed: int = 0, log=print) -> FeatureNet:
-    """FeatureNet for train (a Dataset of images), trained once on CPU and cached on disk under
-    the data's fingerprint; a fixed seed makes the cached and a retrained net identical."""
+                      seed: int = 0, device="cpu", log=print) -> FeatureNet:
+    """FeatureNet (on the CPU) for train, a Dataset of images: trained once on device and cached
+    on disk under the data's fingerprint; a fixed seed makes the cached and a retrained net
+    identical (on one device kind)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = f"featurenet-{train.fingerprint()}-e{epochs}-s{seed}"
     path = cache_dir / f"{key}.pt"
@@ -106,13 +107,15 @@ def feature_extractor(train, *, cache_dir: Optional[Path] = None, epochs: int = 
     if labels is None:
         labels = _pseudo_labels(train.x, num_classes, seed)
     g = torch.Generator().manual_seed(seed)
+    net.to(device)
+    images, labels = train.x.to(device), labels.to(device)
     opt = torch.optim.Adam(net.parameters(), 2e-3)
     n, batch = train.x.shape[0], 128
     for epoch in range(epochs):
         perm = torch.randperm(n, generator=g)
         for i in range(0, n, batch):
-            idx = perm[i:i + batch]
-            x = train.x[idx]
+            idx = perm[i:i + batch].to(device)
+            x = images[idx]
             # Small shifts make the features respond to shape, not to exact pixel positions.
             dx, dy = torch.randint(-1, 2, (2,), generator=g).tolist()
             x = torch.roll(x, (dx, dy), (2, 3))
@@ -122,7 +125,9 @@ def feature_extractor(train, *, cache_dir: Optional[Path] = None, epochs: int = 
             opt.step()
     net.eval()
     with torch.no_grad():
-        acc = float((net(train.x).argmax(1) == labels).float().mean())
+        acc = float(torch.cat([net(images[i:i + 512]).argmax(1) for i in range(0, n, 512)])
+                    .eq(labels).float().mean())
+    net.cpu()
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(net.state_dict(), tmp)

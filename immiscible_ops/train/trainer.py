@@ -204,7 +204,7 @@ class Evaluator:
         self.reference = {}
         if self.kind == "image":
             self.net = metrics.feature_extractor(train, cache_dir=cfg.cache_dir, epochs=cfg.feature_epochs,
-                                                 seed=0, log=log)
+                                                 seed=0, device=device, log=log)
             self.real_features = metrics.extract(self.net, self.real)
             # The metric's floor: real training images scored like samples.
             floor = train.x[torch.randperm(train.x.shape[0], generator=torch.Generator().manual_seed(1))[:n]]
