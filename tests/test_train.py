@@ -50,9 +50,10 @@ def write_images(root, sizes, classes=("a", "b"), mode="L"):
 # Training on every data kind
 
 
-@pytest.mark.parametrize("dist_name", ["gmm", "moons", "checkerboard"])
-def test_points_train_and_log(tmp_path, dist_name):
-    cfg = tiny(tmp_path, data=dist_name, coupling="assign", batch_size=16)
+@pytest.mark.parametrize("dist_name,coupling", [("gmm", "assign"), ("moons", "pool"),
+                                               ("checkerboard", "none")])
+def test_points_train_and_log(tmp_path, dist_name, coupling):
+    cfg = tiny(tmp_path, data=dist_name, coupling=coupling, batch_size=16, pool_factor=3)
     summary = train(cfg)
     assert summary["step"] == 4 and np.isfinite(summary["final"]["w2"])
     assert [r["step"] for r in records(cfg.out, "train")] == [1, 2, 3, 4]
