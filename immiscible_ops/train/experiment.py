@@ -41,7 +41,9 @@ def run_configs(a) -> list:
                 cfgs.append(Config(data=data, out=str(Path(a.out) / name), coupling=method, seed=seed,
                                    device=a.device, unet_widths=tuple(int(w) for w in a.unet_widths.split(",")),
                                    checkpoint_every=base["steps"], progress=a.progress,
-                                   cache_dir=a.cache_dir, threads=a.threads, **base))
+                                   cache_dir=a.cache_dir, threads=a.threads, k=a.k,
+                                   pool_factor=a.pool_factor,
+                                   class_conditional=a.class_conditional and not points, **base))
     return cfgs
 
 
@@ -151,6 +153,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads per run (default 1: fastest on a busy 2-core machine; 0: torch's default)")
     p.add_argument("--unet-widths", default="32,64")
+    p.add_argument("--k", type=int, default=8, help="knn candidates per image")
+    p.add_argument("--pool-factor", type=int, default=2, help="pool size / batch for pool")
+    p.add_argument("--class-conditional", action="store_true",
+                   help="class-conditional models and in-class assignment on labelled image data")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/experiment")
     p.add_argument("--plot", default=None, help="PNG of the curves (default: OUT/curves.png)")
