@@ -168,3 +168,24 @@ def test_property_optimal_permutation(n, extra, values, solver, seed):
     assert_valid_assignment(out, n, m)
     excess = assignment_cost(cost, out).item() - scipy_optimum(cost)
     assert abs(excess) <= (1e-9 if solver == "exact" or values == "int" else auction_tol(cost))
+
+
+def test_portable_loops_match_avx2(tmp_path, gen):
+    """The scalar fallback (CPUs without AVX2) gives the same columns as the AVX2 kernels."""
+    import os
+    import subprocess
+    import sys
+
+    costs = [make_cost(kind, 45, 45 + extra, gen) for kind in KINDS for extra in (0, 7)]
+    torch.save(costs, tmp_path / "costs.pt")
+    script = (
+        "import sys, torch, immiscible_ops as io\n"
+        "costs = torch.load(sys.argv[1])\n"
+        "torch.save([io.linear_assignment(c) for c in costs], sys.argv[2])\n"
+    )
+    env = {**os.environ, "IMMISCIBLE_DISABLE_AVX2": "1"}
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "costs.pt"), str(tmp_path / "out.pt")],
+                   env=env, check=True, timeout=120)
+    portable = torch.load(tmp_path / "out.pt")
+    for cost, cols in zip(costs, portable):
+        assert torch.equal(cols, io.linear_assignment(cost))

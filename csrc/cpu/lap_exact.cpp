@@ -122,8 +122,12 @@ class JonkerVolgenant {
     std::vector<Index> next_free;
     const Index num_free = static_cast<Index>(free_rows.size());
     Index k = 0;
-    // Re-processing a displaced row right away is what makes this phase cheap, but it can cycle
-    // on ties; LAPJV's bound of (rows taken so far) * m steps keeps it finite.
+    // A displaced row is re-processed right away while the pass has taken fewer than two steps
+    // per free row; later ones wait for the next pass or the Dijkstra phase. LAPJV's own bound
+    // ((rows taken so far) * m) only prevents cycling: on immiscible costs the chains it allows
+    // cost more than the shortest paths they save (B=2048, D=4096: 177 ms unbounded, 105 ms
+    // with this budget; docs/PERF.md).
+    const Index budget = 2 * num_free;
     Index steps = 0;
     while (k < num_free) {
       const Index i = free_rows[k++];
@@ -145,7 +149,7 @@ class JonkerVolgenant {
       x_[i] = j1;
       y_[j1] = i;
       if (i0 >= 0) {
-        if (strictly_best && u2 < kInf && steps < k * m_) {
+        if (strictly_best && u2 < kInf && steps < budget) {
           free_rows[--k] = i0;  // process the displaced row right away
         } else {
           next_free.push_back(i0);

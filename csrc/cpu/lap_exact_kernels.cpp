@@ -1,5 +1,6 @@
 #include "cpu/lap_exact_kernels.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -40,10 +41,40 @@ void fold_lanes(const V& best, const I& best_j, double& min_d, int64_t& arg) {
   }
 }
 
+// One element of the scalar two-smallest scan (also the tail of the vector one).
+inline void take_slack(double t, int64_t j, double& u1, double& u2, int64_t& j1) {
+  if (t < u2) {
+    if (t < u1) {
+      u2 = u1;
+      u1 = t;
+      j1 = j;
+    } else {
+      u2 = t;
+    }
+  }
+}
+
+// One element of the scalar relaxation (also the tail of the vector one).
+inline void relax_one(const double* c, const double* v, const double* mask, double* live,
+                      int64_t* pred, int64_t j, int64_t row, double h, double& min_d,
+                      int64_t& arg) {
+  const double t = c[j] - v[j] - h + mask[j];
+  if (t < live[j]) {
+    live[j] = t;
+    pred[j] = row;
+  }
+  if (live[j] < min_d) {
+    min_d = live[j];
+    arg = j;
+  }
+}
+
 }  // namespace
 
 bool has_avx2() {
-  static const bool available = __builtin_cpu_supports("avx2");
+  // IMMISCIBLE_DISABLE_AVX2=1 forces the portable loops (the tests compare both paths).
+  static const bool available =
+      __builtin_cpu_supports("avx2") && std::getenv("IMMISCIBLE_DISABLE_AVX2") == nullptr;
   return available;
 }
 
@@ -51,18 +82,7 @@ void two_smallest_scalar(const double* c, const double* v, int64_t m, double& u1
                          int64_t& j1) {
   u1 = u2 = kInf;
   j1 = -1;
-  for (int64_t j = 0; j < m; ++j) {
-    const double t = c[j] - v[j];
-    if (t < u2) {
-      if (t < u1) {
-        u2 = u1;
-        u1 = t;
-        j1 = j;
-      } else {
-        u2 = t;
-      }
-    }
-  }
+  for (int64_t j = 0; j < m; ++j) take_slack(c[j] - v[j], j, u1, u2, j1);
 }
 
 IMMISCIBLE_AVX2 void two_smallest_avx2(const double* c, const double* v, int64_t m, double& u1,
@@ -92,18 +112,7 @@ IMMISCIBLE_AVX2 void two_smallest_avx2(const double* c, const double* v, int64_t
     }
     if (b2[l] < u2) u2 = b2[l];
   }
-  for (; j < m; ++j) {
-    const double t = c[j] - v[j];
-    if (t < u2) {
-      if (t < u1) {
-        u2 = u1;
-        u1 = t;
-        j1 = j;
-      } else {
-        u2 = t;
-      }
-    }
-  }
+  for (; j < m; ++j) take_slack(c[j] - v[j], j, u1, u2, j1);
   if (u1 == kInf) j1 = -1;
 }
 
@@ -111,17 +120,7 @@ int64_t relax_scalar(const double* c, const double* v, const double* mask, doubl
                      int64_t* pred, int64_t m, int64_t row, double h, double& min_d) {
   min_d = kInf;
   int64_t arg = 0;
-  for (int64_t j = 0; j < m; ++j) {
-    const double t = c[j] - v[j] - h + mask[j];
-    if (t < live[j]) {
-      live[j] = t;
-      pred[j] = row;
-    }
-    if (live[j] < min_d) {
-      min_d = live[j];
-      arg = j;
-    }
-  }
+  for (int64_t j = 0; j < m; ++j) relax_one(c, v, mask, live, pred, j, row, h, min_d, arg);
   return arg;
 }
 
@@ -148,17 +147,7 @@ IMMISCIBLE_AVX2 int64_t relax_avx2(const double* c, const double* v, const doubl
   min_d = kInf;
   int64_t arg = m;
   fold_lanes(best, best_j, min_d, arg);
-  for (; j < m; ++j) {
-    const double t = c[j] - v[j] - h + mask[j];
-    if (t < live[j]) {
-      live[j] = t;
-      pred[j] = row;
-    }
-    if (live[j] < min_d) {
-      min_d = live[j];
-      arg = j;
-    }
-  }
+  for (; j < m; ++j) relax_one(c, v, mask, live, pred, j, row, h, min_d, arg);
   return arg < m ? arg : 0;
 }
 
