@@ -23,7 +23,7 @@ using Index = int64_t;
 class JonkerVolgenant {
  public:
   JonkerVolgenant(const double* cost, Index n, Index m)
-      : c_(cost), n_(n), m_(m), x_(n, -1), y_(m, -1), v_(m, 0.0), d_(m), live_(m), mask_(m), pred_(m) {}
+      : c_(cost), n_(n), m_(m), x_(n, -1), y_(m, -1), v_(m, 0.0), d_(m), live_(m), pred_(m) {}
 
   LapStatus solve(int64_t* row_to_col) {
     std::vector<Index> free_rows;
@@ -161,30 +161,31 @@ class JonkerVolgenant {
   }
 
   // Dijkstra from free row f over reduced costs c_ij - v_j, then flips the path to the sink.
-  // Dense form: every relaxation sweeps all m columns (AVX2 where the CPU has it), and finished
-  // columns drop out through an additive +inf mask rather than a compacted index list.
+  // Dense form: every relaxation sweeps all m columns (AVX2 where the CPU has it). A finished
+  // column drops out by parking its v at -inf (so c_ij - v_j = +inf never improves it) rather
+  // than through a compacted index list; d_ keeps v_j + dist_j to restore v at the end.
   bool augment(Index f) {
     const double* cf = row(f);
     for (Index j = 0; j < m_; ++j) {
       live_[j] = cf[j] - v_[j];
       pred_[j] = f;
-      mask_[j] = 0.0;
     }
     ready_.clear();
     double min_d;
     Index j = argmin_live(min_d);
     while (y_[j] >= 0) {
       if (min_d == kInf) return false;  // no free column reachable: infeasible
-      d_[j] = min_d;
-      mask_[j] = kInf;
-      live_[j] = kInf;
-      ready_.push_back(j);
       const Index i = y_[j];
       const double* ci = row(i);
-      j = relax_and_argmin(ci, i, ci[j] - v_[j] - min_d, min_d);
+      const double h = ci[j] - v_[j] - min_d;
+      d_[j] = v_[j] + min_d;
+      v_[j] = -kInf;
+      live_[j] = kInf;
+      ready_.push_back(j);
+      j = relax_and_argmin(ci, i, h, min_d);
     }
     if (min_d == kInf) return false;
-    for (Index r : ready_) v_[r] += d_[r] - min_d;
+    for (Index r : ready_) v_[r] = d_[r] - min_d;
     for (Index sink = j;;) {
       const Index i = pred_[sink];
       y_[sink] = i;
@@ -196,8 +197,8 @@ class JonkerVolgenant {
 
   Index relax_and_argmin(const double* ci, Index i, double h, double& min_d) {
     return kernels::has_avx2()
-               ? kernels::relax_avx2(ci, v_.data(), mask_.data(), live_.data(), pred_.data(), m_, i, h, min_d)
-               : kernels::relax_scalar(ci, v_.data(), mask_.data(), live_.data(), pred_.data(), m_, i, h, min_d);
+               ? kernels::relax_avx2(ci, v_.data(), live_.data(), pred_.data(), m_, i, h, min_d)
+               : kernels::relax_scalar(ci, v_.data(), live_.data(), pred_.data(), m_, i, h, min_d);
   }
 
   Index argmin_live(double& min_d) const {
@@ -209,7 +210,7 @@ class JonkerVolgenant {
   const double* c_;
   Index n_, m_;
   std::vector<Index> x_, y_;
-  std::vector<double> v_, d_, live_, mask_;
+  std::vector<double> v_, d_, live_;
   std::vector<int64_t> pred_;
   std::vector<Index> ready_;
 };

@@ -55,10 +55,9 @@ inline void take_slack(double t, int64_t j, double& u1, double& u2, int64_t& j1)
 }
 
 // One element of the scalar relaxation (also the tail of the vector one).
-inline void relax_one(const double* c, const double* v, const double* mask, double* live,
-                      int64_t* pred, int64_t j, int64_t row, double h, double& min_d,
-                      int64_t& arg) {
-  const double t = c[j] - v[j] - h + mask[j];
+inline void relax_one(const double* c, const double* v, double* live, int64_t* pred, int64_t j,
+                      int64_t row, double h, double& min_d, int64_t& arg) {
+  const double t = c[j] - v[j] - h;
   if (t < live[j]) {
     live[j] = t;
     pred[j] = row;
@@ -116,16 +115,16 @@ IMMISCIBLE_AVX2 void two_smallest_avx2(const double* c, const double* v, int64_t
   if (u1 == kInf) j1 = -1;
 }
 
-int64_t relax_scalar(const double* c, const double* v, const double* mask, double* live,
-                     int64_t* pred, int64_t m, int64_t row, double h, double& min_d) {
+int64_t relax_scalar(const double* c, const double* v, double* live, int64_t* pred, int64_t m,
+                     int64_t row, double h, double& min_d) {
   min_d = kInf;
   int64_t arg = 0;
-  for (int64_t j = 0; j < m; ++j) relax_one(c, v, mask, live, pred, j, row, h, min_d, arg);
+  for (int64_t j = 0; j < m; ++j) relax_one(c, v, live, pred, j, row, h, min_d, arg);
   return arg;
 }
 
-IMMISCIBLE_AVX2 int64_t relax_avx2(const double* c, const double* v, const double* mask,
-                                   double* live, int64_t* pred, int64_t m, int64_t row, double h,
+IMMISCIBLE_AVX2 int64_t relax_avx2(const double* c, const double* v, double* live,
+                                   int64_t* pred, int64_t m, int64_t row, double h,
                                    double& min_d) {
   const Vd hv = {h, h, h, h};
   const Vi rowv = {row, row, row, row};
@@ -133,7 +132,7 @@ IMMISCIBLE_AVX2 int64_t relax_avx2(const double* c, const double* v, const doubl
   Vi best_j = {0, 0, 0, 0}, lane_j = {0, 1, 2, 3};
   int64_t j = 0;
   for (; j + kLanes <= m; j += kLanes) {
-    const Vd t = load(c + j) - load(v + j) - hv + load(mask + j);
+    const Vd t = load(c + j) - load(v + j) - hv;
     Vd d = load(live + j);
     const Vi improved = t < d;
     d = improved ? t : d;
@@ -147,7 +146,7 @@ IMMISCIBLE_AVX2 int64_t relax_avx2(const double* c, const double* v, const doubl
   min_d = kInf;
   int64_t arg = m;
   fold_lanes(best, best_j, min_d, arg);
-  for (; j < m; ++j) relax_one(c, v, mask, live, pred, j, row, h, min_d, arg);
+  for (; j < m; ++j) relax_one(c, v, live, pred, j, row, h, min_d, arg);
   return arg < m ? arg : 0;
 }
 

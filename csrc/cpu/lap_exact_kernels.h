@@ -16,11 +16,11 @@ void two_smallest_scalar(const double* c, const double* v, int64_t m, double& u1
 void two_smallest_avx2(const double* c, const double* v, int64_t m, double& u1, double& u2,
                        int64_t& j1);
 
-// Dijkstra relaxation through row c (shift h): live_j = min(live_j, c_j - v_j - h + mask_j),
-// pred_j = row where it improved; returns the first argmin of live and its value in min_d.
-int64_t relax_scalar(const double* c, const double* v, const double* mask, double* live,
-                     int64_t* pred, int64_t m, int64_t row, double h, double& min_d);
-int64_t relax_avx2(const double* c, const double* v, const double* mask, double* live,
-                   int64_t* pred, int64_t m, int64_t row, double h, double& min_d);
+// Dijkstra relaxation through row c (shift h): live_j = min(live_j, c_j - v_j - h), pred_j = row
+// where it improved; returns the first argmin of live and its value in min_d.
+int64_t relax_scalar(const double* c, const double* v, double* live, int64_t* pred, int64_t m,
+                     int64_t row, double h, double& min_d);
+int64_t relax_avx2(const double* c, const double* v, double* live, int64_t* pred, int64_t m,
+                   int64_t row, double h, double& min_d);
 
 }  // namespace immiscible::cpu::kernels
