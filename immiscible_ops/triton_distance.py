@@ -102,7 +102,17 @@ def _tile_offsets(N, M, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: t
     rows_in_group = min(num_m - first_m, GROUP_M)
     pid_m = first_m + (pid % group_size) % rows_in_group
     pid_n = (pid % group_size) // rows_in_group
-    return pid_m * BLOCK_M + tl.arange(0, BLOCK_M), pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    # Wrap out-of-range rows onto valid ones instead of masking: loads stay unmasked along
+    # rows, the extra results are dropped by the store mask.
+    return offs_m, offs_n, (offs_m % N).to(tl.int64), (offs_n % M).to(tl.int64)
+
+
+@triton.jit
+def _row_tile_ptrs(base, batch, stride_b, rows, stride_r, offs_k, stride_k):
+    """Pointers [rows, BLOCK_K] to the first K-slice of the given rows of batch `batch`."""
+    return base + batch * stride_b + rows[:, None] * stride_r + offs_k[None, :] * stride_k
 
 
 def _sqdist_kernel(x, y, nx, ny, sx, sy, out, N, M, D,
@@ -112,14 +122,10 @@ def _sqdist_kernel(x, y, nx, ny, sx, sy, out, N, M, D,
                    SCALED: tl.constexpr, SQRT: tl.constexpr, EVEN_K: tl.constexpr):
     # x [P, N, D], y [P, M, D], nx/sx [P, N], ny/sy [P, M] (batch stride may be 0) -> out [P, N, M]
     batch = tl.program_id(1).to(tl.int64)
-    offs_m, offs_n = _tile_offsets(N, M, BLOCK_M, BLOCK_N, GROUP_M)
-    # Wrap out-of-range rows onto valid ones instead of masking: loads stay unmasked along
-    # rows, the extra results are dropped by the store mask.
-    rows_m = (offs_m % N).to(tl.int64)
-    rows_n = (offs_n % M).to(tl.int64)
+    offs_m, offs_n, rows_m, rows_n = _tile_offsets(N, M, BLOCK_M, BLOCK_N, GROUP_M)
     offs_k = tl.arange(0, BLOCK_K)
-    x_ptrs = x + batch * sxb + rows_m[:, None] * sxn + offs_k[None, :] * sxd
-    y_ptrs = y + batch * syb + rows_n[:, None] * sym + offs_k[None, :] * syd
+    x_ptrs = _row_tile_ptrs(x, batch, sxb, rows_m, sxn, offs_k, sxd)
+    y_ptrs = _row_tile_ptrs(y, batch, syb, rows_n, sym, offs_k, syd)
 
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k in range(0, tl.cdiv(D, BLOCK_K)):
@@ -158,12 +164,10 @@ def _l1_kernel(x, y, sx, sy, out, N, M, D,
                GROUP_M: tl.constexpr, SCALED: tl.constexpr):
     # Same layout as _sqdist_kernel; sum_k |x_ik - y_jk| has no matmul form, so CUDA cores.
     batch = tl.program_id(1).to(tl.int64)
-    offs_m, offs_n = _tile_offsets(N, M, BLOCK_M, BLOCK_N, GROUP_M)
-    rows_m = (offs_m % N).to(tl.int64)
-    rows_n = (offs_n % M).to(tl.int64)
+    offs_m, offs_n, rows_m, rows_n = _tile_offsets(N, M, BLOCK_M, BLOCK_N, GROUP_M)
     offs_k = tl.arange(0, BLOCK_K)
-    x_ptrs = x + batch * sxb + rows_m[:, None] * sxn + offs_k[None, :] * sxd
-    y_ptrs = y + batch * syb + rows_n[:, None] * sym + offs_k[None, :] * syd
+    x_ptrs = _row_tile_ptrs(x, batch, sxb, rows_m, sxn, offs_k, sxd)
+    y_ptrs = _row_tile_ptrs(y, batch, syb, rows_n, sym, offs_k, syd)
     if SCALED:
         scale_x = tl.load(sx + batch * snxb + rows_m)[:, None]
         scale_y = tl.load(sy + batch * snyb + rows_n)[:, None]
