@@ -17,10 +17,13 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/lap_exact_kernels.h"
 #include "cpu/lap_solvers.h"
 
 namespace immiscible::cpu {
 namespace {
+
+using kernels::take_two_smallest;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kEpsDivisor = 7.0;
@@ -76,18 +79,7 @@ class Auction {
       // Min-cost form: a row wants the column of least cost + price.
       double best = kInf, second = kInf;
       int64_t best_j = 0;
-      for (int64_t j = 0; j < m_; ++j) {
-        const double t = ci[j] + price_[j];
-        if (t < second) {
-          if (t < best) {
-            second = best;
-            best = t;
-            best_j = j;
-          } else {
-            second = t;
-          }
-        }
-      }
+      for (int64_t j = 0; j < m_; ++j) take_two_smallest(ci[j] + price_[j], j, best, second, best_j);
       // With one column the increment is arbitrary; eps keeps it finite.
       const double increment = (second == kInf ? 0.0 : second - best) + eps;
       price_[best_j] += increment;

@@ -44,19 +44,6 @@ void fold_lanes(const V& best, const I& best_j, double& min_d, int64_t& arg) {
   }
 }
 
-// One element of the scalar two-smallest scan (also the tail of the vector one).
-inline void take_slack(double t, int64_t j, double& u1, double& u2, int64_t& j1) {
-  if (t < u2) {
-    if (t < u1) {
-      u2 = u1;
-      u1 = t;
-      j1 = j;
-    } else {
-      u2 = t;
-    }
-  }
-}
-
 // One element of the scalar relaxation (also the tail of the vector one).
 inline void relax_one(const double* c, const double* v, double* live, int64_t* pred, int64_t j,
                       int64_t row, double h, double& min_d, int64_t& arg) {
@@ -84,7 +71,7 @@ void two_smallest_scalar(const double* c, const double* v, int64_t m, double& u1
                          int64_t& j1) {
   u1 = u2 = kInf;
   j1 = -1;
-  for (int64_t j = 0; j < m; ++j) take_slack(c[j] - v[j], j, u1, u2, j1);
+  for (int64_t j = 0; j < m; ++j) take_two_smallest(c[j] - v[j], j, u1, u2, j1);
 }
 
 IMMISCIBLE_AVX2 void two_smallest_avx2(const double* c, const double* v, int64_t m, double& u1,
@@ -114,7 +101,7 @@ IMMISCIBLE_AVX2 void two_smallest_avx2(const double* c, const double* v, int64_t
     }
     if (b2[l] < u2) u2 = b2[l];
   }
-  for (; j < m; ++j) take_slack(c[j] - v[j], j, u1, u2, j1);
+  for (; j < m; ++j) take_two_smallest(c[j] - v[j], j, u1, u2, j1);
   if (u1 == kInf) j1 = -1;
 }
 

@@ -9,6 +9,20 @@ namespace immiscible::cpu::kernels {
 
 bool has_avx2();
 
+// One step of a running (smallest u1 at j1, second-smallest u2) scan over values t: the scalar
+// two-smallest loops here and the auction's bid search share it.
+inline void take_two_smallest(double t, int64_t j, double& u1, double& u2, int64_t& j1) {
+  if (t < u2) {
+    if (t < u1) {
+      u2 = u1;
+      u1 = t;
+      j1 = j;
+    } else {
+      u2 = t;
+    }
+  }
+}
+
 // Smallest slack u1 = min_j (c_j - v_j) at its first column j1 (-1 if all +inf), and the
 // second-smallest u2 with multiplicity (u2 == u1 on a tie).
 void two_smallest_scalar(const double* c, const double* v, int64_t m, double& u1, double& u2,
