@@ -140,6 +140,47 @@ def test_resume_is_bit_identical(tmp_path):
     assert torch.equal(ca["rng"]["noise"][0], cb["rng"]["noise"][0])
 
 
+def test_killed_run_resumes_exactly(tmp_path):
+    """SIGKILL a training process after its first checkpoint; --resume must then reproduce the
+    uninterrupted run's per-step losses and weights."""
+    import signal
+    import time
+
+    def cli_args(out, steps):
+        return [sys.executable, "-m", "immiscible_ops.train", "--data", "gmm", "--coupling", "assign",
+                "--batch-size", "16", "--eval-every", "1000000", "--checkpoint-every", "5",
+                "--eval-samples", "16", "--sample-steps", "2", "--mlp-hidden", "16", "--mlp-depth", "1",
+                "--n-points", "200", "--no-progress", "--threads", "1", "--out", str(out),
+                "--steps", str(steps)]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli_args(killed, 10**6), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    ckpt_path = killed / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not ckpt_path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert ckpt_path.exists(), proc.stderr.read().decode()[-2000:]
+    step = torch.load(ckpt_path, weights_only=False)["step"]
+    total = step + 7  # resume past the checkpoint, to a step that is not a checkpoint multiple
+
+    subprocess.run(cli_args(killed, total) + ["--resume"], env=env, check=True, timeout=180,
+                   capture_output=True)
+    full = tmp_path / "full"
+    subprocess.run(cli_args(full, total), env=env, check=True, timeout=180, capture_output=True)
+    losses = [r["loss"] for r in records(full, "train")]
+    assert len(losses) == total
+    assert [r["loss"] for r in records(killed, "train")] == losses
+    ca = torch.load(full / "checkpoint.pt", weights_only=False)
+    cb = torch.load(killed / "checkpoint.pt", weights_only=False)
+    for key in ("model", "ema"):
+        for name, t in ca[key].items():
+            assert torch.equal(t, cb[key][name]), f"{key}.{name}"
+
+
 def test_resume_rejects_other_config(tmp_path):
     cfg = tiny(tmp_path, data="gmm", coupling="assign")
     train(cfg)
