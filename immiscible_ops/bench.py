@@ -77,9 +77,22 @@ def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1,
     return times
 
 
-def run_case(batch: int, dim: int, repeats: int, skip: Optional[set] = None) -> dict:
-    """Times every contender on one workload; returns a row with medians (s) and totals."""
-    cost = immiscible_cost(batch, dim).numpy()
+# Tie-heavy families, where a shortest-path solver that settles tied columns one at a time
+# degrades to O(n^3): the column "dim" of the table names the family instead of a dimension.
+TIE_FAMILIES = {
+    "int0-100": lambda n, g: torch.randint(0, 100, (n, n), generator=g).double(),
+    "int0-4": lambda n, g: torch.randint(0, 4, (n, n), generator=g).double(),
+    "all-equal": lambda n, g: torch.full((n, n), 2.0, dtype=torch.float64),
+}
+
+
+def run_case(batch: int, dim, repeats: int, skip: Optional[set] = None) -> dict:
+    """Times every contender on one workload (dim: an int, or a TIE_FAMILIES name); returns a
+    row with medians (s) and totals."""
+    if isinstance(dim, str):
+        cost = TIE_FAMILIES[dim](batch, torch.Generator().manual_seed(0)).numpy()
+    else:
+        cost = immiscible_cost(batch, dim).numpy()
     row = {"batch": batch, "dim": dim, "seconds": {}, "total": {}}
     for name, solve in contenders().items():
         if skip and name in skip:
@@ -138,6 +151,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, nargs="+", default=[1024], help="batch sizes B (cost is B x B)")
     parser.add_argument("--dim", type=int, nargs="+", default=[4096], help="image dimensions D")
+    parser.add_argument("--ties", type=int, metavar="N",
+                        help="also time N x N tie-heavy costs (" + ", ".join(TIE_FAMILIES) + ")")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batched", type=int, nargs=2, metavar=("PROBLEMS", "SIZE"),
                         help="also time PROBLEMS uniform SIZE x SIZE problems (e.g. 64 256)")
@@ -146,6 +161,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
 
     rows = [run_case(b, d, args.repeats, set(args.skip)) for d in args.dim for b in args.batch]
+    if args.ties:
+        rows += [run_case(args.ties, family, args.repeats, set(args.skip)) for family in TIE_FAMILIES]
     if args.batched:
         rows.append(run_batched(*args.batched, args.repeats))
     env = environment()

@@ -189,3 +189,24 @@ def test_portable_loops_match_avx2(tmp_path, gen):
     portable = torch.load(tmp_path / "out.pt")
     for cost, cols in zip(costs, portable):
         assert torch.equal(cols, io.linear_assignment(cost))
+
+
+def test_exact_on_many_small_tied_problems(gen):
+    """Hundreds of small square and rectangular integer costs, where ties steer every phase
+    (column reduction, row reduction, the tie shortcut of the shortest-path search)."""
+    for _ in range(300):
+        n = int(torch.randint(1, 13, (1,), generator=gen))
+        m = n + int(torch.randint(0, 7, (1,), generator=gen))
+        cost = torch.randint(-5, 6, (n, m), generator=gen).double()
+        out = io.linear_assignment(cost)
+        assert_valid_assignment(out, n, m)
+        assert assignment_cost(cost, out).item() == scipy_optimum(cost)
+
+
+@pytest.mark.parametrize("family", ["int0-4", "all-equal"])
+def test_tie_heavy_large(family, gen):
+    from immiscible_ops.bench import TIE_FAMILIES
+
+    cost = TIE_FAMILIES[family](300, gen)
+    out = io.linear_assignment(cost)
+    assert assignment_cost(cost, out).item() == scipy_optimum(cost)

@@ -23,7 +23,7 @@ using Index = int64_t;
 class JonkerVolgenant {
  public:
   JonkerVolgenant(const double* cost, Index n, Index m)
-      : c_(cost), n_(n), m_(m), x_(n, -1), y_(m, -1), v_(m, 0.0), d_(m), live_(m), pred_(m) {}
+      : c_(cost), n_(n), m_(m), x_(n, -1), y_(m, -1), v_(m, 0.0), d_(m), live_(m), pred_(m), free_pos_(m) {}
 
   LapStatus solve(int64_t* row_to_col) {
     std::vector<Index> free_rows;
@@ -35,6 +35,7 @@ class JonkerVolgenant {
     } else {
       row_reduction(free_rows);
     }
+    collect_free_columns();
     for (Index f : free_rows) {
       if (!augment(f)) return LapStatus::kInfeasible;
     }
@@ -173,19 +174,26 @@ class JonkerVolgenant {
     ready_.clear();
     double min_d;
     Index j = argmin_live(min_d);
+    j = prefer_free(j, min_d);  // (a separate statement: min_d must be set first)
     while (y_[j] >= 0) {
       if (min_d == kInf) return false;  // no free column reachable: infeasible
       const Index i = y_[j];
       const double* ci = row(i);
       const double h = ci[j] - v_[j] - min_d;
+      const double settled = min_d;
       d_[j] = v_[j] + min_d;
       v_[j] = -kInf;
       live_[j] = kInf;
       ready_.push_back(j);
       j = relax_and_argmin(ci, i, h, min_d);
+      // A free column tied with the settled minimum keeps that distance, so a tie shows up as
+      // an unchanged minimum; only then are the free columns looked at. Without this, tied
+      // costs (integers, equal entries) settle every tied assigned column first: O(n^3).
+      if (min_d == settled) j = prefer_free(j, min_d);
     }
     if (min_d == kInf) return false;
     for (Index r : ready_) v_[r] = d_[r] - min_d;
+    remove_free(j);
     for (Index sink = j;;) {
       const Index i = pred_[sink];
       y_[sink] = i;
@@ -193,6 +201,33 @@ class JonkerVolgenant {
       if (i == f) break;
     }
     return true;
+  }
+
+  // j, or the lowest free column at distance min_d when there is one.
+  Index prefer_free(Index j, double min_d) const {
+    if (y_[j] < 0) return j;
+    Index best = -1;
+    for (Index k : free_cols_) {
+      if (live_[k] == min_d && (best < 0 || k < best)) best = k;
+    }
+    return best < 0 ? j : best;
+  }
+
+  void collect_free_columns() {
+    free_cols_.clear();
+    for (Index j = 0; j < m_; ++j) {
+      if (y_[j] < 0) {
+        free_pos_[j] = static_cast<Index>(free_cols_.size());
+        free_cols_.push_back(j);
+      }
+    }
+  }
+
+  void remove_free(Index j) {
+    const Index last = free_cols_.back();
+    free_cols_[free_pos_[j]] = last;
+    free_pos_[last] = free_pos_[j];
+    free_cols_.pop_back();
   }
 
   Index relax_and_argmin(const double* ci, Index i, double h, double& min_d) {
@@ -213,6 +248,7 @@ class JonkerVolgenant {
   std::vector<double> v_, d_, live_;
   std::vector<int64_t> pred_;
   std::vector<Index> ready_;
+  std::vector<Index> free_cols_, free_pos_;  // unassigned columns, and where each sits in the list
 };
 
 }  // namespace
