@@ -20,6 +20,24 @@ def check_floating(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
 
 
+def check_positive_int(name: str, value, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: expected an integer >= 1 ({what}), got {value!r}")
+
+
+def check_groups(x: torch.Tensor, groups) -> None:
+    """groups: None, or integer class labels [B] on x's device."""
+    if groups is None:
+        return
+    if not isinstance(groups, torch.Tensor) or groups.dim() != 1 or groups.shape[0] != x.shape[0]:
+        shape = tuple(groups.shape) if isinstance(groups, torch.Tensor) else type(groups).__name__
+        raise ValueError(f"groups: expected shape [{x.shape[0]}] (one label per image), got {shape}")
+    if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
+        raise ValueError(f"groups: expected integer labels, got dtype {groups.dtype}")
+    if groups.device != x.device:
+        raise ValueError(f"groups: on {groups.device}, x on {x.device}")
+
+
 def check_tol(tol) -> None:
     if tol is not None and not (tol > 0 and tol < float("inf")):
         raise ValueError(f"tol: expected a positive finite number or None, got {tol}")
@@ -104,12 +122,4 @@ def check_assign(x, noise, metric, precision, solver, tol, groups) -> None:
     check_choice("precision", precision, PRECISIONS)
     check_choice("solver", solver, SOLVERS)
     check_tol(tol)
-    if groups is not None:
-        if groups.dim() != 1 or groups.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"groups: expected shape [{x.shape[0]}] (one label per image), got {tuple(groups.shape)}"
-            )
-        if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
-            raise ValueError(f"groups: expected integer labels, got dtype {groups.dtype}")
-        if groups.device != x.device:
-            raise ValueError(f"groups: on {groups.device}, x on {x.device}")
+    check_groups(x, groups)

@@ -25,7 +25,8 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from immiscible_ops.noise import ASSIGN_KWARGS, _check_groups, _check_int
+from immiscible_ops._checks import check_groups, check_positive_int
+from immiscible_ops.noise import ASSIGN_KWARGS
 from immiscible_ops.ops import group_mask, linear_assignment, pairwise_distance
 
 GLOBAL_METHODS = ("assign", "pool", "flip")
@@ -57,7 +58,7 @@ def _descriptor(x, groups, method, pool_factor, cost_precision, kwargs, generato
         if cost_precision not in COST_PRECISIONS:
             raise ValueError(f"cost_precision: expected one of {', '.join(COST_PRECISIONS)}, "
                              f"got {cost_precision!r}")
-        _check_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
+        check_positive_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
         if cost_precision == "fp16" and kwargs.get("metric", "l2") != "l2":
             raise ValueError("cost_precision: fp16 overflows for l1/sqeuclidean distances of "
                              "large inputs; use bf16 or fp32")
@@ -65,7 +66,7 @@ def _descriptor(x, groups, method, pool_factor, cost_precision, kwargs, generato
             raise ValueError("x: expected a float32/float16/bfloat16/float64 tensor [B, ...]")
         if x.dim() - 1 > _MAX_DIMS:
             raise ValueError(f"x: at most {_MAX_DIMS} dims after the batch, got {x.dim() - 1}")
-        _check_groups(x, groups)
+        check_groups(x, groups)
     except ValueError as e:
         error = e
         desc[0] = 0

@@ -24,6 +24,8 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
+from immiscible_ops._checks import check_positive_int
+
 try:
     import triton
     import triton.language as tl
@@ -79,8 +81,7 @@ def check_knn(x: torch.Tensor, k) -> None:
         raise ValueError("x: expected a tensor with a leading batch dimension [B, ...]")
     if not x.is_floating_point():
         raise ValueError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k: expected an integer >= 1 (candidates per image), got {k!r}")
+    check_positive_int("k", k, "candidates per image")
     if x.shape[0] * k > _MAX_COUNTER:
         raise ValueError(f"k: B * k = {x.shape[0] * k} candidates exceed the 2^32 Philox counters")
 

@@ -15,28 +15,12 @@ from typing import Optional
 import torch
 
 from immiscible_ops import knn as _knn
+from immiscible_ops._checks import check_groups, check_positive_int
 from immiscible_ops.ops import assign
 
 METHODS = ("assign", "pool", "knn", "flip", "none")
 ASSIGN_KWARGS = ("metric", "precision", "solver", "tol", "validate")
 _KNN_METRICS = ("l2", "sqeuclidean")  # same argmin
-
-
-def _check_int(name: str, value, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1 ({what}), got {value!r}")
-
-
-def _check_groups(x: torch.Tensor, groups: Optional[torch.Tensor]) -> None:
-    if groups is None:
-        return
-    if not isinstance(groups, torch.Tensor) or groups.dim() != 1 or groups.shape[0] != x.shape[0]:
-        shape = tuple(groups.shape) if isinstance(groups, torch.Tensor) else type(groups).__name__
-        raise ValueError(f"groups: expected shape [{x.shape[0]}] (one label per image), got {shape}")
-    if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
-        raise ValueError(f"groups: expected integer labels, got dtype {groups.dtype}")
-    if groups.device != x.device:
-        raise ValueError(f"groups: on {groups.device}, x on {x.device}")
 
 
 def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
@@ -64,9 +48,9 @@ def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
                          f"groups or one of {', '.join(ASSIGN_KWARGS)}")
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.is_floating_point():
         raise ValueError("x: expected a floating-point tensor with a leading batch dimension")
-    _check_int("k", k, "candidates per image")
-    _check_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
-    _check_groups(x, groups)
+    check_positive_int("k", k, "candidates per image")
+    check_positive_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
+    check_groups(x, groups)
 
     if method == "knn":
         metric = assign_kwargs.get("metric", "l2")
