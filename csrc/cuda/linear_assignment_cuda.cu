@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <tuple>
 
@@ -81,6 +82,16 @@ Mode mode_override() {
   return Mode::kAuto;
 }
 
+// What the launch needs to know about a device, queried once per device: these attribute and
+// occupancy queries cost microseconds, and a B=1024 solve is budgeted at a fraction of a ms.
+struct DeviceInfo {
+  int sms = 0;
+  int cooperative = 0;
+  int grid_blocks_per_sm = 0;
+};
+
+DeviceInfo query_device(int device);  // defined after the kernels it measures
+
 class DeviceGuard {
  public:
   explicit DeviceGuard(int device) {
@@ -124,9 +135,8 @@ std::tuple<Tensor, Tensor> solve_batched_cuda(Tensor cost, std::string solver, d
   STD_TORCH_CHECK(aoti_torch_get_current_cuda_stream(device, &stream_ptr) == AOTI_TORCH_SUCCESS,
                   "solve_batched: cannot get the current CUDA stream");
   cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
-  int sms = 0, cooperative = 0;
-  IMMISCIBLE_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  IMMISCIBLE_CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
+  const DeviceInfo info = query_device(device);
+  const int sms = info.sms;
 
   const float tol_f = tol > 0.0 ? static_cast<float>(tol) : -1.0f;
   // A guard against a hang, far above the rounds any phase has needed.
@@ -140,14 +150,13 @@ std::tuple<Tensor, Tensor> solve_batched_cuda(Tensor cost, std::string solver, d
   Mode mode = mode_override();
   if (mode == Mode::kAuto)
     mode = (m >= kGridMinColumns && problems * 4 <= sms) ? Mode::kGrid : Mode::kBlock;
-  if (!cooperative) mode = Mode::kBlock;
+  if (!info.cooperative) mode = Mode::kBlock;
 
   if (mode == Mode::kGrid) {
-    int per_sm = 0;
-    IMMISCIBLE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, auction_grid_kernel, kGridThreads, 0));
-    STD_TORCH_CHECK(per_sm > 0, "solve_batched: the grid kernel does not fit on this GPU");
-    const int blocks = per_sm * sms;  // every block resident: required by the grid barrier
+    STD_TORCH_CHECK(info.grid_blocks_per_sm > 0,
+                    "solve_batched: the grid kernel does not fit on this GPU");
+    // every block resident: required by the grid barrier
+    const int blocks = info.grid_blocks_per_sm * sms;
     const size_t state = state_bytes(m);
     Tensor workspace = torch::stable::new_empty(
         c, {static_cast<int64_t>(state + sizeof(double) * blocks)}, ScalarType::Byte);
@@ -179,6 +188,22 @@ std::tuple<Tensor, Tensor> solve_batched_cuda(Tensor cost, std::string solver, d
   // The workspace tensors die here; the caching allocator keeps their blocks for this stream
   // until the kernel has finished with them.
   return {row_to_col, status};
+}
+
+DeviceInfo query_device(int device) {
+  constexpr int kMaxDevices = 64;
+  static std::once_flag once[kMaxDevices];
+  static DeviceInfo info[kMaxDevices];
+  STD_TORCH_CHECK(device >= 0 && device < kMaxDevices, "solve_batched: device index ", device);
+  std::call_once(once[device], [device] {
+    DeviceInfo& d = info[device];
+    IMMISCIBLE_CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, device));
+    IMMISCIBLE_CUDA_CHECK(
+        cudaDeviceGetAttribute(&d.cooperative, cudaDevAttrCooperativeLaunch, device));
+    IMMISCIBLE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &d.grid_blocks_per_sm, auction_grid_kernel, kGridThreads, 0));
+  });
+  return info[device];
 }
 
 }  // namespace
