@@ -100,21 +100,26 @@ class JonkerVolgenant {
     }
   }
 
-  void two_smallest_slacks(const double* ci, double& u1, double& u2, Index& j1, Index& j2) const {
+  void two_smallest_slacks(const double* ci, double& u1, double& u2, Index& j1) const {
     if (kernels::has_avx2()) {
       kernels::two_smallest_avx2(ci, v_.data(), m_, u1, u2, j1);
     } else {
       kernels::two_smallest_scalar(ci, v_.data(), m_, u1, u2, j1);
     }
-    j2 = -1;
-    if (j1 >= 0 && !(u1 < u2)) {  // a tie: the second column holding the minimum
-      for (Index j = j1 + 1; j < m_; ++j) {
-        if (ci[j] - v_[j] == u1) {
-          j2 = j;
-          break;
-        }
-      }
+  }
+
+  Index first_free_at(const double* ci, Index start, double target) const {
+    return kernels::has_avx2()
+               ? kernels::first_free_at_avx2(ci, v_.data(), y_.data(), m_, start, target)
+               : kernels::first_free_at_scalar(ci, v_.data(), y_.data(), m_, start, target);
+  }
+
+  // The second column after j1 holding the minimum slack u1, or -1.
+  Index next_tied(const double* ci, Index j1, double u1) const {
+    for (Index j = j1 + 1; j < m_; ++j) {
+      if (ci[j] - v_[j] == u1) return j;
     }
+    return -1;
   }
 
   // One pass of augmenting row reduction: each free row takes its best column, lowering that
@@ -135,16 +140,26 @@ class JonkerVolgenant {
       ++steps;
       const double* ci = row(i);
       double u1, u2;
-      Index j1, j2;
-      two_smallest_slacks(ci, u1, u2, j1, j2);
+      Index j1;
+      two_smallest_slacks(ci, u1, u2, j1);
       if (j1 < 0) return false;  // the row has no allowed column
       Index i0 = y_[j1];
       const bool strictly_best = u1 < u2;
       if (strictly_best && u2 < kInf) {
         v_[j1] -= u2 - u1;
-      } else if (!strictly_best && i0 >= 0 && j2 >= 0) {
-        j1 = j2;
-        i0 = y_[j2];
+      } else if (!strictly_best && i0 >= 0) {
+        // A tie: any column at the minimum is as good as j1, so take a free one if there is
+        // one (the row is then done, nobody displaced). LAPJV takes the second tied column and
+        // displaces its owner, which on integer or equal costs passes rows back and forth
+        // between a few columns and leaves nearly every row to the shortest-path phase.
+        const Index free_j = first_free_at(ci, j1 + 1, u1);
+        if (free_j >= 0) {
+          j1 = free_j;
+          i0 = -1;
+        } else if (const Index j2 = next_tied(ci, j1, u1); j2 >= 0) {
+          j1 = j2;
+          i0 = y_[j2];
+        }
       }
       if (i0 >= 0) x_[i0] = -1;
       x_[i] = j1;
