@@ -105,29 +105,29 @@ IMMISCIBLE_AVX2 void two_smallest_avx2(const double* c, const double* v, int64_t
   if (u1 == kInf) j1 = -1;
 }
 
-int64_t first_free_at_scalar(const double* c, const double* v, const int64_t* owner, int64_t m,
+int64_t first_unmarked_at_scalar(const double* c, const double* v, const int64_t* mark, int64_t m,
                              int64_t start, double target) {
   for (int64_t j = start; j < m; ++j) {
-    if (c[j] - v[j] == target && owner[j] < 0) return j;
+    if (c[j] - v[j] == target && mark[j] < 0) return j;
   }
   return -1;
 }
 
-IMMISCIBLE_AVX2 int64_t first_free_at_avx2(const double* c, const double* v,
-                                           const int64_t* owner, int64_t m, int64_t start,
+IMMISCIBLE_AVX2 int64_t first_unmarked_at_avx2(const double* c, const double* v,
+                                           const int64_t* mark, int64_t m, int64_t start,
                                            double target) {
   const Vd tv = {target, target, target, target};
   const Vi zero = {0, 0, 0, 0};
   int64_t j = start;
   for (; j + kLanes <= m; j += kLanes) {
-    const Vi hit = (load(c + j) - load(v + j) == tv) & (load(owner + j) < zero);
+    const Vi hit = (load(c + j) - load(v + j) == tv) & (load(mark + j) < zero);
     if (hit[0] | hit[1] | hit[2] | hit[3]) {
       for (int l = 0; l < kLanes; ++l) {
         if (hit[l]) return j + l;
       }
     }
   }
-  return first_free_at_scalar(c, v, owner, m, j, target);
+  return first_unmarked_at_scalar(c, v, mark, m, j, target);
 }
 
 int64_t relax_scalar(const double* c, const double* v, double* live, int64_t* pred, int64_t m,

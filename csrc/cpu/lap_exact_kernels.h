@@ -30,11 +30,12 @@ void two_smallest_scalar(const double* c, const double* v, int64_t m, double& u1
 void two_smallest_avx2(const double* c, const double* v, int64_t m, double& u1, double& u2,
                        int64_t& j1);
 
-// First column j >= start with c_j - v_j == target and owner_j < 0 (a free column holding the
-// row's minimum slack), or -1.
-int64_t first_free_at_scalar(const double* c, const double* v, const int64_t* owner, int64_t m,
+// First column j >= start with c_j - v_j == target and mark_j < 0, or -1: with mark = column
+// owners, a free column at a row's minimum slack; with mark = search tree parents, the next
+// unvisited column tight for the row.
+int64_t first_unmarked_at_scalar(const double* c, const double* v, const int64_t* mark, int64_t m,
                              int64_t start, double target);
-int64_t first_free_at_avx2(const double* c, const double* v, const int64_t* owner, int64_t m,
+int64_t first_unmarked_at_avx2(const double* c, const double* v, const int64_t* mark, int64_t m,
                            int64_t start, double target);
 
 // Dijkstra relaxation through row c (shift h): live_j = min(live_j, c_j - v_j - h), pred_j = row
