@@ -88,13 +88,16 @@ std::tuple<Tensor, Tensor> solve_batched_cpu(Tensor cost, std::string solver_nam
 }  // namespace
 
 LapStatus check_values(const double* cost, int64_t count) {
-  // One branch-free pass; the value checks cost about 1% of a solve, so they always run.
-  bool nan = false, neg_inf = false;
-  for (int64_t k = 0; k < count; ++k) {
-    nan |= cost[k] != cost[k];
-    neg_inf |= cost[k] == -std::numeric_limits<double>::infinity();
-  }
-  return nan ? LapStatus::kNaN : neg_inf ? LapStatus::kNegInf : LapStatus::kOk;
+  // One branch-free pass with a single comparison, which vectorizes: !(c > -inf) holds exactly
+  // for NaN and -inf. (Two flags per element did not vectorize: 0.8 ms vs 0.33 ms at 1024x1024,
+  // as much as the whole exact solve on tie-heavy costs.) Only a rejected matrix is read twice.
+  constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+  int64_t bad = 0;
+  for (int64_t k = 0; k < count; ++k) bad |= !(cost[k] > kNegInf);
+  if (!bad) return LapStatus::kOk;
+  bool nan = false;
+  for (int64_t k = 0; k < count; ++k) nan |= cost[k] != cost[k];
+  return nan ? LapStatus::kNaN : LapStatus::kNegInf;
 }
 
 STABLE_TORCH_LIBRARY_IMPL(immiscible, CPU, m) {
