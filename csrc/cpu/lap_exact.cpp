@@ -113,11 +113,13 @@ class JonkerVolgenant {
     }
   }
 
-  // First column j >= start with c_ij - v_j == target and mark[j] < 0, or -1.
-  Index first_unmarked_at(const double* ci, const Index* mark, Index start, double target) const {
+  // First column j in [start, end) with c_ij - v_j == target and mark[j] < 0, or -1.
+  Index first_unmarked_at(const double* ci, const Index* mark, Index start, double target,
+                          Index end = -1) const {
+    if (end < 0) end = m_;
     return kernels::has_avx2()
-               ? kernels::first_unmarked_at_avx2(ci, v_.data(), mark, m_, start, target)
-               : kernels::first_unmarked_at_scalar(ci, v_.data(), mark, m_, start, target);
+               ? kernels::first_unmarked_at_avx2(ci, v_.data(), mark, end, start, target)
+               : kernels::first_unmarked_at_scalar(ci, v_.data(), mark, end, start, target);
   }
 
   // The second column after j1 holding the minimum slack u1, or -1.
@@ -126,6 +128,21 @@ class JonkerVolgenant {
       if (ci[j] - v_[j] == u1) return j;
     }
     return -1;
+  }
+
+  // Gives row i a free column at slack 0 if it has one. Every slack is >= 0 before the
+  // Dijkstra phase (v starts at the column minima and only decreases), so such a column is a
+  // row minimum, found without the full two-smallest scan. The search resumes after the last
+  // column taken, where free ones are likeliest.
+  bool take_free_zero_slack(Index i) {
+    const double* ci = row(i);
+    Index j = first_unmarked_at(ci, y_.data(), zero_cursor_, 0.0);
+    if (j < 0) j = first_unmarked_at(ci, y_.data(), 0, 0.0, zero_cursor_);
+    if (j < 0) return false;
+    x_[i] = j;
+    y_[j] = i;
+    zero_cursor_ = j + 1 < m_ ? j + 1 : 0;
+    return true;
   }
 
   // One pass of augmenting row reduction: each free row takes its best column, lowering that
@@ -145,6 +162,7 @@ class JonkerVolgenant {
       const Index i = free_rows[k++];
       ++steps;
       const double* ci = row(i);
+      if (saw_tie_ && take_free_zero_slack(i)) continue;
       double u1, u2;
       Index j1;
       two_smallest_slacks(ci, u1, u2, j1);
@@ -325,7 +343,8 @@ class JonkerVolgenant {
   std::vector<int64_t> pred_;
   std::vector<Index> ready_;
   std::vector<Index> tree_root_;  // tight_augment: the free row whose tree holds each row
-  bool saw_tie_ = false;          // augmenting row reduction met a row with tied minima
+  bool saw_tie_ = false;
+  Index zero_cursor_ = 0;         // augmenting row reduction: where the slack-0 search resumes          // augmenting row reduction met a row with tied minima
   std::vector<Index> free_cols_, free_pos_;  // unassigned columns, and where each sits in the list
 };
 
