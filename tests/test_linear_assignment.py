@@ -177,6 +177,7 @@ def test_portable_loops_match_avx2(tmp_path, gen):
     import sys
 
     costs = [make_cost(kind, 45, 45 + extra, gen) for kind in KINDS for extra in (0, 7)]
+    costs += [tie_heavy_cost(family, 150, forbid, gen) for family in TIE_FAMILIES for forbid in (0.0, 0.2)]
     torch.save(costs, tmp_path / "costs.pt")
     script = (
         "import sys, torch, immiscible_ops as io\n"
@@ -210,3 +211,45 @@ def test_tie_heavy_large(family, gen):
     cost = TIE_FAMILIES[family](300, gen)
     out = io.linear_assignment(cost)
     assert assignment_cost(cost, out).item() == scipy_optimum(cost)
+
+
+# Square tie-heavy families for the exact solver's tie rules: a free column at the row minimum in
+# row reduction, the slack-0 shortcut, and the tight-pair search from all free rows. "outer"
+# (products of small integers) has a large tight graph without a tight perfect matching, so the
+# Dijkstra phase also runs after the tight search.
+TIE_FAMILIES = ["int0-3", "int0-99", "all-equal", "tenths", "outer"]
+
+
+def tie_heavy_cost(family: str, n: int, forbid: float, gen: torch.Generator) -> torch.Tensor:
+    """Fresh float64 [n, n] cost of a tie-heavy family, a fraction `forbid` of entries +inf."""
+    if family == "int0-3":
+        cost = torch.randint(0, 4, (n, n), generator=gen).double()
+    elif family == "int0-99":
+        cost = torch.randint(0, 100, (n, n), generator=gen).double()
+    elif family == "all-equal":
+        cost = torch.full((n, n), -1.5, dtype=torch.float64)
+    elif family == "tenths":
+        cost = torch.randint(-20, 20, (n, n), generator=gen).double() / 10
+    elif family == "outer":
+        cost = torch.outer(torch.randint(0, 4, (n,), generator=gen), torch.randint(1, 4, (n,), generator=gen)).double()
+    else:
+        raise KeyError(family)
+    if forbid:
+        cost[torch.rand(n, n, generator=gen) < forbid] = math.inf
+    return cost
+
+
+@pytest.mark.parametrize("family", TIE_FAMILIES)
+@pytest.mark.parametrize("forbid", [0.0, 0.2])
+def test_exact_on_tie_heavy_families(family, forbid, gen):
+    for n in (33, 128, 301):
+        cost = tie_heavy_cost(family, n, forbid, gen)
+        try:
+            optimum = scipy_optimum(cost)
+        except ValueError:  # infeasible: ours must say so too
+            with pytest.raises(ValueError, match="no feasible assignment"):
+                io.linear_assignment(cost)
+            continue
+        out = io.linear_assignment(cost)
+        assert_valid_assignment(out, n, n)
+        assert assignment_cost(cost, out).item() == pytest.approx(optimum, rel=1e-12, abs=1e-9)
