@@ -73,9 +73,21 @@ class Auction {
   // One phase at eps: forward bids until every row holds a column, then reverse bids from
   // unassigned columns priced above lambda, then those columns are levelled to lambda.
   void run_phase(double eps) {
-    std::fill(owner_.begin(), owner_.end(), -1);
-    std::fill(x_.begin(), x_.end(), -1);
-    forward_stage(eps);
+    // Keep every row that already meets eps-CS at the new eps; a full reset made rows re-fight
+    // for tied columns in eps-sized steps (all-equal 1024x1024: 260 ms vs 5 ms exact).
+    std::vector<int64_t> queue;
+    for (int64_t i = n_ - 1; i >= 0; --i) {
+      if (x_[i] >= 0) {
+        const double* ci = &c_[i * m_];
+        double best = kInf;
+        for (int64_t j = 0; j < m_; ++j) best = std::min(best, ci[j] + price_[j]);
+        if (ci[x_[i]] + price_[x_[i]] <= best + eps) continue;
+        owner_[x_[i]] = -1;
+        x_[i] = -1;
+      }
+      queue.push_back(i);
+    }
+    forward_stage(eps, queue);
     if (m_ > n_) reverse_stage(eps);
   }
 
@@ -110,9 +122,7 @@ class Auction {
   const std::vector<int64_t>& assignment() const { return x_; }
 
  private:
-  void forward_stage(double eps) {
-    std::vector<int64_t> queue(n_);
-    for (int64_t i = 0; i < n_; ++i) queue[i] = n_ - 1 - i;
+  void forward_stage(double eps, std::vector<int64_t>& queue) {
     while (!queue.empty()) {
       const int64_t i = queue.back();
       queue.pop_back();
@@ -194,8 +204,13 @@ LapStatus solve_lap_auction(const double* cost, int64_t n, int64_t m, double tol
   const PreparedCost prepared = prepare(cost, n, m);
   Auction auction(prepared.cost, n, m);
   // Start coarse: one eps step above the cost range is the regime where auction is fast.
-  double eps = std::max(prepared.range, 1.0) / 4.0;
-  const double eps_floor = std::max(prepared.range, 1.0) * 1e-15;
+  // On integer costs a phase at eps = 0.5/n ends with gap <= 0.5 < 1, which proves the integer
+  // optimum: eps never needs to go lower, and the phases between shrink by 7x at most.
+  const double eps_floor = prepared.integral ? 0.5 / static_cast<double>(n)
+                                             : std::max(prepared.range, 1.0) * 1e-15;
+  // With every finite cost equal (range 0) any eps-CS assignment at the floor is optimal: a
+  // coarse first phase would only leave a price step that later phases must bid away.
+  double eps = prepared.range > 0.0 ? std::max(prepared.range / 4.0, eps_floor) : eps_floor;
   for (;;) {
     auction.run_phase(eps);
     const double gap = auction.duality_gap_and_shift();
