@@ -11,14 +11,31 @@
 // highest bid, ties going to the lowest row. Bids are packed as (bid bits << 32 | ~row) and
 // merged with a 64-bit atomicMax, whose result does not depend on the order of the atomics, so
 // the solver is deterministic.
+//
+// The same source also compiles as plain C++ with the host shim of csrc/host_emulation/ (every
+// GPU thread a std::thread), which is how the tests run it without a GPU. The only concession to
+// that is IMMISCIBLE_BLOCK_SHARED below; on CUDA it is a plain __shared__ array.
 #pragma once
 
+#ifndef IMMISCIBLE_HOST_EMULATION
 #include <cooperative_groups.h>
+#endif
 
 #include <cfloat>
 #include <climits>
 #include <cmath>
 #include <cstdint>
+
+#include "cuda/launch_config.h"
+
+// Block-scoped scratch declared inside a device function. On the host a function-local static
+// would be shared by all emulated blocks, so the shim hands out per-block storage instead.
+#ifdef IMMISCIBLE_HOST_EMULATION
+#define IMMISCIBLE_BLOCK_SHARED(type, name, count) \
+  type* name = ::immiscible::host::block_shared<type, count, __LINE__>()
+#else
+#define IMMISCIBLE_BLOCK_SHARED(type, name, count) __shared__ type name[count]
+#endif
 
 namespace immiscible::cuda {
 
@@ -41,12 +58,7 @@ struct State {
   int* count;                  // [3] bidder counts, rotating over rounds
 };
 
-// Bytes of State for M columns (each array 8-byte aligned).
-__host__ __device__ inline size_t state_bytes(int64_t m) {
-  const int64_t m8 = (m + 1) / 2 * 2;  // keeps the following arrays 8-byte aligned
-  return static_cast<size_t>(m * 8 * 2 + m8 * 4 * 6 + 16);
-}
-
+// Lays State out in state_bytes(m) bytes (launch_config.h).
 __device__ inline State carve_state(unsigned char* base, int m) {
   const int m8 = (m + 1) / 2 * 2;
   State s;
@@ -120,7 +132,7 @@ __device__ T warp_reduce(T v, Op op) {
 // All threads of the block get the result. Needs blockDim.x a multiple of 32.
 template <class T, class Op>
 __device__ T block_reduce(T v, Op op, T identity) {
-  __shared__ double scratch[kWarpSize];  // double: room for any T used here
+  IMMISCIBLE_BLOCK_SHARED(double, scratch, kWarpSize);  // double: room for any T used here
   T* s = reinterpret_cast<T*>(scratch);
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   v = warp_reduce(v, op);
@@ -197,7 +209,7 @@ __device__ __forceinline__ Best warp_merge(Best r) {
 
 // Whole block on one row; every thread gets the result.
 __device__ Best block_best(const Prepared& pc, const float* row, const float* price) {
-  __shared__ Best scratch[kWarpSize];
+  IMMISCIBLE_BLOCK_SHARED(Best, scratch, kWarpSize);
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   Best r = warp_merge(scan_columns(pc, row, price, threadIdx.x, blockDim.x));
   if (lane == 0) scratch[warp] = r;
@@ -234,9 +246,11 @@ __device__ __forceinline__ void append(int* list, int* count, int row) {
 }
 
 // One phase at `eps`: every row bids until each holds a column. Returns false if the round
-// cap was hit (the caller then completes the assignment greedily).
+// cap was hit (the caller then completes the assignment greedily). Adds the rounds it ran to
+// *rounds_run (a register; only the host emulation reads the total).
 template <class G>
-__device__ bool run_phase(G g, const Prepared& pc, const State& s, float eps, int max_rounds) {
+__device__ bool run_phase(G g, const Prepared& pc, const State& s, float eps, int max_rounds,
+                          int* rounds_run) {
   const int m = pc.m;
   for (int j = g.rank(); j < m; j += g.size()) {
     s.owner[j] = -1;
@@ -253,8 +267,10 @@ __device__ bool run_phase(G g, const Prepared& pc, const State& s, float eps, in
   g.sync();
   for (int round = 0;; ++round) {
     const int bidders = load_volatile(s.count + round % 3);
-    if (bidders == 0) return true;
-    if (round >= max_rounds) return false;
+    if (bidders == 0 || round >= max_rounds) {
+      *rounds_run += round;
+      return bidders == 0;
+    }
     const int parity = round & 1;
     // Selects, not s.list[parity]: a run-time array index would put State in local memory.
     const int* list = parity ? s.list[1] : s.list[0];
@@ -305,11 +321,13 @@ __device__ bool run_phase(G g, const Prepared& pc, const State& s, float eps, in
   }
 }
 
-// Solves one problem with group g; writes row_to_col [N] and *status.
+// Solves one problem with group g; writes row_to_col [N] and *status, and the bidding rounds
+// it ran to rounds [2] (forward, reverse) unless that is nullptr (the CUDA kernels pass nullptr, so the counter
+// compiles away there).
 template <class G>
 __device__ void solve_problem(G g, const float* cost, int n, int m, float tol, bool exact,
                               int max_rounds, const State& s, double* partials,
-                              int64_t* row_to_col, int32_t* status) {
+                              int64_t* row_to_col, int32_t* status, int32_t* rounds) {
   // Statistics of the finite entries: shift, range, integrality.
   float lo = INFINITY, hi = -INFINITY, integral = 1.0f;
   int has_nan = 0, has_neg_inf = 0;  // values the auction must not see (status 2 and 3)
@@ -331,6 +349,7 @@ __device__ void solve_problem(G g, const float* cost, int n, int m, float tol, b
   if (has_nan || has_neg_inf) {  // same verdict in every thread of g, so all return together
     for (int i = g.rank(); i < n; i += g.size()) row_to_col[i] = -1;
     if (g.rank() == 0) *status = has_nan ? 2 : 3;
+    if (rounds != nullptr && g.rank() == 0) rounds[0] = rounds[1] = 0;
     g.sync();
     return;
   }
@@ -344,8 +363,9 @@ __device__ void solve_problem(G g, const float* cost, int n, int m, float tol, b
   const float eps_floor = scale * kEpsFloorScale;
   float eps = scale / 4.0f;
   bool complete = true;
+  int rounds_run = 0;
   for (int phase = 0; phase < kMaxPhases; ++phase) {
-    complete = run_phase(g, pc, s, eps, max_rounds);
+    complete = run_phase(g, pc, s, eps, max_rounds, &rounds_run);
     if (!complete) break;
     // Duality gap: primal - (sum_i min_j (c_ij + p_j) - sum_j p_j), in float64.
     double primal = 0.0, dual = 0.0;
@@ -401,6 +421,10 @@ __device__ void solve_problem(G g, const float* cost, int n, int m, float tol, b
   forbidden = group_reduce(g, forbidden, MaxOp{}, 0, partials);
   for (int i = g.rank(); i < n; i += g.size()) row_to_col[i] = forbidden ? -1 : s.x[i];
   if (g.rank() == 0) *status = forbidden;
+  if (rounds != nullptr && g.rank() == 0) {
+    rounds[0] = rounds_run;
+    rounds[1] = 0;
+  }
   g.sync();  // state reusable by the next problem
 }
 
