@@ -94,10 +94,43 @@ def test_fp16_quantized_immiscible(group, gen):
     check(cost, *auction_on_host(cost, group=group))
 
 
+def rectangular_batch(n: int, m: int, gen: torch.Generator) -> torch.Tensor:
+    """[4, n, m]: uniform, integers 0..99, integers 0..3 (ties), uniform with a feasible +inf
+    pattern (70% forbidden)."""
+    uniform = torch.rand(n, m, generator=gen)
+    integer = torch.randint(0, 100, (n, m), generator=gen).float()
+    ties = torch.randint(0, 4, (n, m), generator=gen).float()
+    inf = torch.rand(n, m, generator=gen)
+    forbid = torch.rand(n, m, generator=gen) < 0.7
+    forbid[torch.arange(n), torch.randperm(m, generator=gen)[:n]] = False
+    inf[forbid] = float("inf")
+    return torch.stack([uniform, integer, ties, inf])
+
+
 @pytest.mark.parametrize("group", GROUPS)
-def test_rectangular_small(group, gen):
-    cost = torch.rand(2, 8, 11, generator=gen)
-    check(cost, *auction_on_host(cost, group=group))
+@pytest.mark.parametrize("n,m", [(7, 8), (7, 14), (6, 24), (4, 256)])  # M = N+1, 2N, 4N, 64N
+def test_rectangular(group, n, m, gen):
+    cost = rectangular_batch(n, m, gen)
+    row_to_col, status = auction_on_host(cost, group=group)
+    check(cost[[0, 3]], row_to_col[[0, 3]], status[[0, 3]])
+    check(cost[1:3], row_to_col[1:3], status[1:3], integral=True)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_rectangular_all_equal_and_single_row(group, gen):
+    equal = torch.full((1, 6, 20), 0.75)
+    check(equal, *auction_on_host(equal, group=group))
+    one_row = torch.rand(2, 1, 40, generator=gen)
+    check(one_row, *auction_on_host(one_row, group=group))
+
+
+def test_rectangular_rounds_do_not_explode(gen):
+    """Issue 11: the old dummy-row kernel took 19345 bidding rounds on a uniform 16x64 problem
+    (docs/PERF.md); the forward/reverse auction needs a few dozen to a few hundred."""
+    cost = torch.rand(1, 16, 64, generator=gen)
+    row_to_col, status, rounds = auction_on_host(cost, group="grid", return_rounds=True)
+    check(cost, row_to_col, status)
+    assert int(rounds.sum()) < 2000, rounds.tolist()
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -130,6 +163,11 @@ def test_inf_infeasible(group, gen):
     row_to_col, status = auction_on_host(cost, group=group)
     assert status.tolist() == [1, 1, 1]
     assert bool((row_to_col == -1).all())
+    wide = torch.rand(1, 4, 40, generator=gen)
+    wide[0, :3] = float("inf")  # three rows share two allowed columns of forty
+    wide[0, :3, 7] = wide[0, :3, 30] = 2.0
+    row_to_col, status = auction_on_host(wide, group=group)
+    assert status.tolist() == [1] and bool((row_to_col == -1).all())
 
 
 @pytest.mark.parametrize("group", GROUPS)

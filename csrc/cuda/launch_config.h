@@ -28,7 +28,7 @@ enum class Mode { kAuto = 0, kBlock = 1, kGrid = 2 };
 // arrays out in these bytes, each 8-byte aligned.
 IMMISCIBLE_HOST_DEVICE constexpr size_t state_bytes(int64_t m) {
   const int64_t m8 = (m + 1) / 2 * 2;  // keeps the following arrays 8-byte aligned
-  return static_cast<size_t>(m * 8 * 2 + m8 * 4 * 6 + 16);
+  return static_cast<size_t>(m * 8 * 2 + m8 * 4 * 7 + 16);
 }
 
 // Block mode: threads per block for M columns (a warp scans one row per bid, so a block has a
@@ -50,7 +50,8 @@ inline Mode parse_mode(const char* v) {
 // whenever the device cannot launch cooperatively, even if grid mode was forced.
 constexpr Mode choose_mode(Mode forced, int64_t m, int64_t problems, int sms, bool cooperative) {
   Mode mode = forced;
-  if (mode == Mode::kAuto) mode = (m >= kGridMinColumns && problems * 4 <= sms) ? Mode::kGrid : Mode::kBlock;
+  if (mode == Mode::kAuto)
+    mode = (m >= kGridMinColumns && problems * 4 <= sms) ? Mode::kGrid : Mode::kBlock;
   if (!cooperative) mode = Mode::kBlock;
   return mode;
 }

@@ -120,7 +120,7 @@ extern "C" int64_t immiscible_launch_state_layout_end(int64_t m) {
   std::vector<std::uint64_t> buffer((immiscible::cuda::state_bytes(m) + 7) / 8 + 1);
   auto* base = reinterpret_cast<unsigned char*>(buffer.data());
   const auto s = immiscible::cuda::carve_state(base, static_cast<int>(m));
-  return reinterpret_cast<unsigned char*>(s.count + 3) - base;
+  return reinterpret_cast<unsigned char*>(s.count() + 3) - base;
 }
 
 extern "C" int immiscible_launch_block_threads(int64_t m) { return immiscible::cuda::block_threads(m); }

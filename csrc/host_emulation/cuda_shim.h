@@ -4,7 +4,7 @@
 //   threadIdx/blockIdx/blockDim/gridDim  thread-local values set by the launcher;
 //   __syncthreads, grid sync             std::barrier per block / per grid;
 //   __shfl_xor_sync                      a per-warp exchange buffer between warp barriers;
-//   atomicMax (64-bit), atomicAdd        std::atomic_ref;
+//   atomicMax/Min (64-bit), atomicAdd    std::atomic_ref;
 //   __shared__ scratch in functions      per-block slots (IMMISCIBLE_BLOCK_SHARED).
 // What this cannot show (GPU memory model, warp scheduling, timing): docs/GPU.md.
 #pragma once
@@ -127,6 +127,14 @@ inline unsigned long long atomicMax(unsigned long long* address, unsigned long l
   std::atomic_ref<unsigned long long> a(*address);
   unsigned long long old = a.load(std::memory_order_relaxed);
   while (old < value && !a.compare_exchange_weak(old, value, std::memory_order_relaxed)) {
+  }
+  return old;
+}
+
+inline unsigned long long atomicMin(unsigned long long* address, unsigned long long value) {
+  std::atomic_ref<unsigned long long> a(*address);
+  unsigned long long old = a.load(std::memory_order_relaxed);
+  while (old > value && !a.compare_exchange_weak(old, value, std::memory_order_relaxed)) {
   }
   return old;
 }

@@ -49,6 +49,10 @@ std::vector<Case> matrix() {
   };
   cases.push_back(make("uniform 3x6x6", 3, 6, 6, 0));
   cases.push_back(make("rectangular 2x5x8", 2, 5, 8, 0));
+  cases.push_back(make("wide 2x4x24", 2, 4, 24, 0));
+  Case wide_ties = make("wide ties 2x5x12", 2, 5, 12, 0);
+  for (auto& v : wide_ties.cost) v = std::floor(v * 3.0f);
+  cases.push_back(wide_ties);
   Case ties = make("ties 2x6x6", 2, 6, 6, 0);
   for (auto& v : ties.cost) v = std::floor(v * 3.0f);
   cases.push_back(ties);
