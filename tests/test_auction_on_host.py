@@ -124,6 +124,20 @@ def test_rectangular_all_equal_and_single_row(group, gen):
     check(one_row, *auction_on_host(one_row, group=group))
 
 
+@pytest.mark.parametrize("group", GROUPS)
+def test_rectangular_sparse_large_prices(group, gen):
+    """Each row allows two of forty columns: bids jump to the +inf penalty, prices grow far past
+    the cost range and price steps near the eps floor round away (the ulp guards)."""
+    n, m = 6, 40
+    cost = torch.full((2, n, m), float("inf"))
+    for p in range(2):
+        cols = torch.randperm(m, generator=gen)[: 2 * n].view(n, 2)
+        cols[:, 1] = cols[torch.randperm(n, generator=gen), 1]  # rows overlap in their second pick
+        cost[p].scatter_(1, cols, torch.rand(n, 2, generator=gen))
+    check(cost, *auction_on_host(cost, group=group))
+    check(cost, *auction_on_host(cost, group=group, exact=True), exact=True)
+
+
 def test_rectangular_rounds_do_not_explode(gen):
     """Issue 11: the old dummy-row kernel took 19345 bidding rounds on a uniform 16x64 problem
     (docs/PERF.md); the forward/reverse auction needs a few dozen to a few hundred."""

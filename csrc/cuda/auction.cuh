@@ -273,7 +273,10 @@ __device__ __forceinline__ void place_offer(const Prepared& pc, const State& s,
     s.target()[col] = -1;
     return;
   }
-  const float price = fmaxf(lambda, beta2 - eps);
+  float price = fmaxf(lambda, beta2 - eps);
+  // As for forward bids: an offer that rounding left at beta1 would not lower row i*'s value and
+  // could repeat until the round cap; always lower by at least one ulp (beta1 > lambda here).
+  if (!(price < beta1)) price = nextafterf(beta1, -INFINITY);
   // value >= 0 (costs shifted to >= 0, prices >= lambda >= 0), so its bits order like it.
   const float value = pc.at(pc.row(b.col), col) + price;
   s.offer()[col] = price;
