@@ -246,3 +246,10 @@ def test_bad_arguments(kwargs, name):
 def test_bad_cost(cost, name):
     with pytest.raises(ValueError, match=name):
         auction_on_host(cost)
+
+
+def test_missing_module_says_how_to_build(monkeypatch):
+    monkeypatch.setattr(testing, "_library", None)
+    monkeypatch.setattr(testing.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(RuntimeError, match="build_ext --inplace"):
+        auction_on_host(torch.rand(1, 2, 2))
