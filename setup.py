@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from torch.utils import cpp_extension
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
@@ -62,6 +62,20 @@ extensions = [
         py_limited_api=True,
     )
 ]
+
+# The CUDA auction's own source run on the host (csrc/host_emulation/): tests and audits of the
+# GPU algorithm without a GPU. Plain C++20 (std::barrier), no torch API.
+extensions.append(
+    Extension(
+        "immiscible_ops._auction_host",
+        ["csrc/host_emulation/module.cpp", "csrc/host_emulation/auction_host.cpp"],
+        include_dirs=[str(ROOT / "csrc")],
+        depends=sources("csrc/host_emulation", ".h") + ["csrc/cuda/auction.cuh", "csrc/cuda/launch_config.h"],
+        extra_compile_args=["-O2", "-std=c++20", "-pthread", "-fvisibility=hidden", "-Wno-unknown-pragmas"],
+        extra_link_args=["-pthread"],
+        py_limited_api=True,
+    )
+)
 
 cuda_home = find_cuda_home()
 if want_cuda(cuda_home):

@@ -6,19 +6,39 @@
 // Everything, the epsilon schedule and the stopping test included, runs on the device, so a call
 // is a single launch with no host synchronization and can be captured in a CUDA graph.
 //
-// The algorithm is the CPU twin's (csrc/cpu/lap_auction.cpp) with Jacobi instead of
-// Gauss-Seidel bidding: in a round every unassigned row bids at once, each column keeps the
-// highest bid, ties going to the lowest row. Bids are packed as (bid bits << 32 | ~row) and
-// merged with a 64-bit atomicMax, whose result does not depend on the order of the atomics, so
-// the solver is deterministic.
+// The algorithm is the CPU twin's (csrc/cpu/lap_auction.cpp): the forward/reverse auction for
+// asymmetric problems (N <= M, no dummy rows; spec: Bertsekas & Castanon 1992), with Jacobi
+// instead of Gauss-Seidel bidding. Forward rounds: every unassigned row bids at once, each column
+// keeps the highest bid, ties going to the lowest row; bids are packed as (bid bits << 32 | ~row)
+// and merged with a 64-bit atomicMax. Reverse rounds: every unassigned column priced above the
+// floor lambda offers itself to its best row at once, each row keeps the cheapest offer, ties to
+// the lowest column; offers are packed as (value bits << 32 | column) and merged with atomicMin.
+// Neither merge depends on the order of the atomics, so the solver is deterministic.
+//
+// The same source also compiles as plain C++ with the host shim of csrc/host_emulation/ (every
+// GPU thread a std::thread), which is how the tests run it without a GPU. The only concession to
+// that is IMMISCIBLE_BLOCK_SHARED below; on CUDA it is a plain __shared__ array.
 #pragma once
 
+#ifndef IMMISCIBLE_HOST_EMULATION
 #include <cooperative_groups.h>
+#endif
 
 #include <cfloat>
 #include <climits>
 #include <cmath>
 #include <cstdint>
+
+#include "cuda/launch_config.h"
+
+// Block-scoped scratch declared inside a device function. On the host a function-local static
+// would be shared by all emulated blocks, so the shim hands out per-block storage instead.
+#ifdef IMMISCIBLE_HOST_EMULATION
+#define IMMISCIBLE_BLOCK_SHARED(type, name, count) \
+  type* name = ::immiscible::host::block_shared<type, count, __LINE__>()
+#else
+#define IMMISCIBLE_BLOCK_SHARED(type, name, count) __shared__ type name[count]
+#endif
 
 namespace immiscible::cuda {
 
@@ -30,50 +50,49 @@ constexpr int kMaxPhases = 64;
 // would round away.
 constexpr float kEpsFloorScale = 4.76837158203125e-07f;
 
-// Per-problem solver state. In BlockGroup mode with small M it lives in shared memory.
+// Per-problem solver state. In BlockGroup mode with small M it lives in shared memory. Two
+// pointers and a stride instead of one pointer per array: the kernel runs at its register cap,
+// and every extra live pointer there is a spill.
 struct State {
-  float* price;                // [M]
-  int* owner;                  // [M] column -> row, -1 free
-  int* x;                      // [M] row -> column, -1 unassigned (rows >= N are dummies)
-  int* bid_col;                // [M] column a row bid on in the current round
-  unsigned long long* key[2];  // [M] packed best bid per column, one buffer per round parity
-  int* list[2];                // [M] bidders of a round, one buffer per round parity
-  int* count;                  // [3] bidder counts, rotating over rounds
+  unsigned long long* keys;  // key(0), key(1)
+  int* ints;                 // the int and float arrays, m8 apart
+  int m, m8;
+  // forward [M]: best bid per column; reverse [N]: best offer per row; per round parity
+  __device__ __forceinline__ unsigned long long* key(int parity) const { return keys + parity * m; }
+  __device__ __forceinline__ float* price() const { return reinterpret_cast<float*>(ints); }  // [M]
+  __device__ __forceinline__ int* owner() const { return ints + m8; }  // [M] column -> row, -1 free
+  __device__ __forceinline__ int* x() const { return ints + 2 * m8; }  // [N] row -> column, -1
+  // forward [N]: column a row bid on; reverse [M]: row a column offered itself to (-1: retired)
+  __device__ __forceinline__ int* target() const { return ints + 3 * m8; }
+  // [M] bidders (rows or columns) of a round, per round parity
+  __device__ __forceinline__ int* list(int parity) const { return ints + (4 + parity) * m8; }
+  // [M] reverse: the price a column offered itself at
+  __device__ __forceinline__ float* offer() const {
+    return reinterpret_cast<float*>(ints + 6 * m8);
+  }
+  __device__ __forceinline__ int* count() const { return ints + 7 * m8; }  // [3] rotating
 };
 
-// Bytes of State for M columns (each array 8-byte aligned).
-__host__ __device__ inline size_t state_bytes(int64_t m) {
-  const int64_t m8 = (m + 1) / 2 * 2;  // keeps the following arrays 8-byte aligned
-  return static_cast<size_t>(m * 8 * 2 + m8 * 4 * 6 + 16);
-}
-
+// Lays State out in state_bytes(m) bytes (launch_config.h).
 __device__ inline State carve_state(unsigned char* base, int m) {
-  const int m8 = (m + 1) / 2 * 2;
   State s;
-  s.key[0] = reinterpret_cast<unsigned long long*>(base);
-  s.key[1] = s.key[0] + m;
-  int* ints = reinterpret_cast<int*>(s.key[1] + m);
-  s.price = reinterpret_cast<float*>(ints);
-  s.owner = ints + m8;
-  s.x = ints + 2 * m8;
-  s.bid_col = ints + 3 * m8;
-  s.list[0] = ints + 4 * m8;
-  s.list[1] = ints + 5 * m8;
-  s.count = ints + 6 * m8;
+  s.keys = reinterpret_cast<unsigned long long*>(base);
+  s.ints = reinterpret_cast<int*>(s.keys + 2 * m);
+  s.m = m;
+  s.m8 = (m + 1) / 2 * 2;
   return s;
 }
 
-// The problem as the auction sees it: [M, M], costs shifted by their finite minimum, +inf
-// replaced by a penalty, rows >= N dummies of zero cost.
+// The problem as the auction sees it: [N, M], costs shifted by their finite minimum, +inf
+// replaced by a penalty.
 struct Prepared {
   const float* cost;  // [N, M] original
   int n, m;
   float offset, penalty;
   __device__ __forceinline__ const float* row(int i) const {
-    return i < n ? cost + static_cast<int64_t>(i) * m : nullptr;
+    return cost + static_cast<int64_t>(i) * m;
   }
   __device__ __forceinline__ float at(const float* r, int j) const {
-    if (r == nullptr) return 0.0f;
     const float c = __ldg(r + j);
     return c == INFINITY ? penalty : c - offset;
   }
@@ -120,7 +139,7 @@ __device__ T warp_reduce(T v, Op op) {
 // All threads of the block get the result. Needs blockDim.x a multiple of 32.
 template <class T, class Op>
 __device__ T block_reduce(T v, Op op, T identity) {
-  __shared__ double scratch[kWarpSize];  // double: room for any T used here
+  IMMISCIBLE_BLOCK_SHARED(double, scratch, kWarpSize);  // double: room for any T used here
   T* s = reinterpret_cast<T*>(scratch);
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   v = warp_reduce(v, op);
@@ -152,11 +171,24 @@ __device__ T group_reduce(GridGroup g, T v, Op op, T identity, double* partials)
   return acc;
 }
 
-// Best and second-best of c_ij + p_j over a set of columns; ties go to the lowest column.
+// Smallest and second-smallest of a set of values, with the index of the smallest (a column
+// for a forward bid, a row for a reverse offer); ties go to the lowest index.
 struct Best {
   float best, second;
   int col;
 };
+
+__device__ __forceinline__ void consider(Best& r, float t, int index) {
+  if (t < r.second) {
+    if (t < r.best) {
+      r.second = r.best;
+      r.best = t;
+      r.col = index;
+    } else {
+      r.second = t;
+    }
+  }
+}
 
 __device__ __forceinline__ Best merge(const Best& a, const Best& b) {
   const bool b_wins = b.best < a.best || (b.best == a.best && b.col < a.col);
@@ -168,17 +200,19 @@ __device__ __forceinline__ Best merge(const Best& a, const Best& b) {
 __device__ __forceinline__ Best scan_columns(const Prepared& pc, const float* row,
                                              const float* price, int begin, int stride) {
   Best r{INFINITY, INFINITY, INT_MAX};
-  for (int j = begin; j < pc.m; j += stride) {
-    const float t = pc.at(row, j) + price[j];
-    if (t < r.second) {
-      if (t < r.best) {
-        r.second = r.best;
-        r.best = t;
-        r.col = j;
-      } else {
-        r.second = t;
-      }
-    }
+  for (int j = begin; j < pc.m; j += stride) consider(r, pc.at(row, j) + price[j], j);
+  return r;
+}
+
+// Reverse offer of column `col`: over rows, c_i,col - u_i, where u_i = c_i,x_i + p_x_i is row
+// i's current value; the smallest is -beta1 (row i*), the second -beta2.
+__device__ __forceinline__ Best scan_rows(const Prepared& pc, const State& s, int col, int begin,
+                                          int stride) {
+  Best r{INFINITY, INFINITY, INT_MAX};
+  for (int i = begin; i < pc.n; i += stride) {
+    const float* row = pc.row(i);
+    const int k = s.x()[i];
+    consider(r, pc.at(row, col) - (pc.at(row, k) + s.price()[k]), i);
   }
   return r;
 }
@@ -195,11 +229,11 @@ __device__ __forceinline__ Best warp_merge(Best r) {
   return r;
 }
 
-// Whole block on one row; every thread gets the result.
-__device__ Best block_best(const Prepared& pc, const float* row, const float* price) {
-  __shared__ Best scratch[kWarpSize];
+// Merges every thread's partial over the block; every thread gets the result.
+__device__ Best block_merge(Best r) {
+  IMMISCIBLE_BLOCK_SHARED(Best, scratch, kWarpSize);
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-  Best r = warp_merge(scan_columns(pc, row, price, threadIdx.x, blockDim.x));
+  r = warp_merge(r);
   if (lane == 0) scratch[warp] = r;
   __syncthreads();
   r = lane < static_cast<int>(blockDim.x / kWarpSize) ? scratch[lane]
@@ -217,14 +251,38 @@ __device__ __forceinline__ unsigned long long pack_bid(float bid, int row) {
 
 __device__ __forceinline__ void place_bid(const State& s, unsigned long long* key, int row,
                                           const Best& b, float eps) {
-  const float old = s.price[b.col];
+  const float old = s.price()[b.col];
   // With one column there is no second best; eps alone keeps the step finite.
   const float step = (b.second == INFINITY ? 0.0f : b.second - b.best) + eps;
   float bid = old + step;
   // A step lost to rounding would stall the auction: always raise by at least one ulp.
   if (!(bid > old)) bid = nextafterf(old, INFINITY);
-  s.bid_col[row] = b.col;
+  s.target()[row] = b.col;
   atomicMax(key + b.col, pack_bid(bid, row));
+}
+
+// Reverse step of unassigned column `col` priced above lambda, given b from scan_rows: retire
+// at lambda when no row would gain eps by taking it, else offer it to row i* at the price
+// max(lambda, beta2 - eps), i.e. the value c_i*,col + price for i*.
+__device__ __forceinline__ void place_offer(const Prepared& pc, const State& s,
+                                            unsigned long long* key, int col, const Best& b,
+                                            float eps, float lambda) {
+  const float beta1 = -b.best, beta2 = -b.second;  // beta2 = -inf with one row
+  if (beta1 - eps <= lambda) {
+    s.price()[col] = lambda;  // nobody reads an unassigned column's price in this round
+    s.target()[col] = -1;
+    return;
+  }
+  float price = fmaxf(lambda, beta2 - eps);
+  // As for forward bids: an offer that rounding left at beta1 would not lower row i*'s value and
+  // could repeat until the round cap; always lower by at least one ulp (beta1 > lambda here).
+  if (!(price < beta1)) price = nextafterf(beta1, -INFINITY);
+  // value >= 0 (costs shifted to >= 0, prices >= lambda >= 0), so its bits order like it.
+  const float value = pc.at(pc.row(b.col), col) + price;
+  s.offer()[col] = price;
+  s.target()[col] = b.col;
+  atomicMin(key + b.col, (static_cast<unsigned long long>(__float_as_uint(value)) << 32) |
+                             static_cast<unsigned>(col));
 }
 
 __device__ __forceinline__ int load_volatile(const int* p) { return *const_cast<const volatile int*>(p); }
@@ -233,58 +291,65 @@ __device__ __forceinline__ void append(int* list, int* count, int row) {
   list[atomicAdd(count, 1)] = row;
 }
 
-// One phase at `eps`: every row bids until each holds a column. Returns false if the round
-// cap was hit (the caller then completes the assignment greedily).
+// Forward stage of a phase at `eps`: from an empty assignment, the rows bid until each holds a
+// column. Returns false if the round cap was hit (the caller then completes the assignment
+// greedily). Adds the rounds it ran to *rounds_run (a register; only the host emulation reads
+// the total).
 template <class G>
-__device__ bool run_phase(G g, const Prepared& pc, const State& s, float eps, int max_rounds) {
-  const int m = pc.m;
+__device__ bool forward_stage(G g, const Prepared& pc, const State& s, float eps, int max_rounds,
+                              int* rounds_run) {
+  const int n = pc.n, m = pc.m;
   for (int j = g.rank(); j < m; j += g.size()) {
-    s.owner[j] = -1;
-    s.x[j] = -1;
-    s.key[0][j] = 0ull;
-    s.key[1][j] = 0ull;
-    s.list[0][j] = j;
+    s.owner()[j] = -1;
+    s.key(0)[j] = 0ull;
+    s.key(1)[j] = 0ull;
+  }
+  for (int i = g.rank(); i < n; i += g.size()) {
+    s.x()[i] = -1;
+    s.list(0)[i] = i;
   }
   if (g.rank() == 0) {
-    s.count[0] = m;
-    s.count[1] = 0;
-    s.count[2] = 0;
+    s.count()[0] = n;
+    s.count()[1] = 0;
+    s.count()[2] = 0;
   }
   g.sync();
   for (int round = 0;; ++round) {
-    const int bidders = load_volatile(s.count + round % 3);
-    if (bidders == 0) return true;
-    if (round >= max_rounds) return false;
+    const int bidders = load_volatile(s.count() + round % 3);
+    if (bidders == 0 || round >= max_rounds) {
+      *rounds_run += round;
+      return bidders == 0;
+    }
     const int parity = round & 1;
-    // Selects, not s.list[parity]: a run-time array index would put State in local memory.
-    const int* list = parity ? s.list[1] : s.list[0];
-    unsigned long long* key = parity ? s.key[1] : s.key[0];
+    const int* list = s.list(parity);
+    unsigned long long* key = s.key(parity);
 
     // Bid. A grid with fewer bidders than blocks gives each bidder a whole block.
     if (g.blocks() > 1 && bidders <= g.blocks()) {
       for (int k = g.block(); k < bidders; k += g.blocks()) {
         const int row = list[k];
-        const Best b = block_best(pc, pc.row(row), s.price);
+        const Best b =
+            block_merge(scan_columns(pc, pc.row(row), s.price(), threadIdx.x, blockDim.x));
         if (threadIdx.x == 0) place_bid(s, key, row, b, eps);
       }
     } else {
       const int lane = threadIdx.x % kWarpSize;
       for (int k = g.warp(); k < bidders; k += g.warps()) {
         const int row = list[k];
-        const Best b = warp_merge(scan_columns(pc, pc.row(row), s.price, lane, kWarpSize));
+        const Best b = warp_merge(scan_columns(pc, pc.row(row), s.price(), lane, kWarpSize));
         if (lane == 0) place_bid(s, key, row, b, eps);
       }
     }
     g.sync();
 
     // Resolve: each bid-on column takes its best bidder; losers and evicted owners bid again.
-    int* next_list = parity ? s.list[0] : s.list[1];
-    int* next_count = s.count + (round + 1) % 3;
-    unsigned long long* next_key = parity ? s.key[0] : s.key[1];
-    if (g.rank() == 0) s.count[(round + 2) % 3] = 0;
+    int* next_list = s.list(parity ^ 1);
+    int* next_count = s.count() + (round + 1) % 3;
+    unsigned long long* next_key = s.key(parity ^ 1);
+    if (g.rank() == 0) s.count()[(round + 2) % 3] = 0;
     for (int k = g.rank(); k < bidders; k += g.size()) {
       const int row = list[k];
-      if (static_cast<unsigned>(key[s.bid_col[row]]) != static_cast<unsigned>(~row))
+      if (static_cast<unsigned>(key[s.target()[row]]) != static_cast<unsigned>(~row))
         append(next_list, next_count, row);
     }
     for (int j = g.rank(); j < m; j += g.size()) {
@@ -292,24 +357,102 @@ __device__ bool run_phase(G g, const Prepared& pc, const State& s, float eps, in
       const unsigned long long kv = key[j];
       if (kv == 0ull) continue;
       const int row = ~static_cast<int>(static_cast<unsigned>(kv));
-      const int evicted = s.owner[j];
+      const int evicted = s.owner()[j];
       if (evicted >= 0) {
-        s.x[evicted] = -1;
+        s.x()[evicted] = -1;
         append(next_list, next_count, evicted);
       }
-      s.owner[j] = row;
-      s.x[row] = j;
-      s.price[j] = __uint_as_float(static_cast<unsigned>(kv >> 32));
+      s.owner()[j] = row;
+      s.x()[row] = j;
+      s.price()[j] = __uint_as_float(static_cast<unsigned>(kv >> 32));
     }
     g.sync();
   }
 }
 
-// Solves one problem with group g; writes row_to_col [N] and *status.
+// Reverse stage of a phase at `eps`, after the forward stage assigned every row: unassigned
+// columns priced above lambda (the lowest assigned price) offer themselves to rows until none is
+// left (each either wins a row, freeing that row's old column, or retires at lambda). Rows stay
+// assigned and their values only fall, so eps-complementary slackness holds throughout. Returns
+// false if the round cap was hit (the assignment is still complete; the gap decides).
+template <class G>
+__device__ bool reverse_stage(G g, const Prepared& pc, const State& s, float eps, float lambda,
+                              int max_rounds, int* rounds_run) {
+  const int n = pc.n, m = pc.m;
+  if (g.rank() == 0) {  // every thread finished reading the counts before lambda's reduction
+    s.count()[0] = 0;
+    s.count()[1] = 0;
+    s.count()[2] = 0;
+  }
+  for (int i = g.rank(); i < n; i += g.size()) {
+    s.key(0)[i] = ~0ull;
+    s.key(1)[i] = ~0ull;
+  }
+  g.sync();
+  for (int j = g.rank(); j < m; j += g.size())
+    if (s.owner()[j] < 0 && s.price()[j] > lambda) append(s.list(0), s.count(), j);
+  g.sync();
+  for (int round = 0;; ++round) {
+    const int bidders = load_volatile(s.count() + round % 3);
+    if (bidders == 0 || round >= max_rounds) {
+      *rounds_run += round;
+      return bidders == 0;
+    }
+    const int parity = round & 1;
+    const int* list = s.list(parity);
+    unsigned long long* key = s.key(parity);
+
+    // Offer, against the row values at the start of the round.
+    if (g.blocks() > 1 && bidders <= g.blocks()) {
+      for (int k = g.block(); k < bidders; k += g.blocks()) {
+        const int col = list[k];
+        const Best b = block_merge(scan_rows(pc, s, col, threadIdx.x, blockDim.x));
+        if (threadIdx.x == 0) place_offer(pc, s, key, col, b, eps, lambda);
+      }
+    } else {
+      const int lane = threadIdx.x % kWarpSize;
+      for (int k = g.warp(); k < bidders; k += g.warps()) {
+        const int col = list[k];
+        const Best b = warp_merge(scan_rows(pc, s, col, lane, kWarpSize));
+        if (lane == 0) place_offer(pc, s, key, col, b, eps, lambda);
+      }
+    }
+    g.sync();
+
+    // Resolve: each row takes its cheapest offer; the winning column takes the row at its
+    // offered price and the row's old column is freed (a bidder if priced above lambda); a
+    // losing column keeps its old price and offers again.
+    int* next_list = s.list(parity ^ 1);
+    int* next_count = s.count() + (round + 1) % 3;
+    unsigned long long* next_key = s.key(parity ^ 1);
+    if (g.rank() == 0) s.count()[(round + 2) % 3] = 0;
+    for (int i = g.rank(); i < n; i += g.size()) next_key[i] = ~0ull;
+    for (int k = g.rank(); k < bidders; k += g.size()) {
+      const int col = list[k];
+      const int row = s.target()[col];
+      if (row < 0) continue;  // retired
+      if (static_cast<unsigned>(key[row]) != static_cast<unsigned>(col)) {
+        append(next_list, next_count, col);
+        continue;
+      }
+      const int old = s.x()[row];
+      s.owner()[old] = -1;
+      s.owner()[col] = row;
+      s.x()[row] = col;
+      s.price()[col] = s.offer()[col];
+      if (s.price()[old] > lambda) append(next_list, next_count, old);
+    }
+    g.sync();
+  }
+}
+
+// Solves one problem with group g; writes row_to_col [N] and *status, and the bidding rounds
+// it ran to rounds [2] (forward, reverse) unless that is nullptr (the CUDA kernels pass nullptr,
+// so the counter compiles away there).
 template <class G>
 __device__ void solve_problem(G g, const float* cost, int n, int m, float tol, bool exact,
                               int max_rounds, const State& s, double* partials,
-                              int64_t* row_to_col, int32_t* status) {
+                              int64_t* row_to_col, int32_t* status, int32_t* rounds) {
   // Statistics of the finite entries: shift, range, integrality.
   float lo = INFINITY, hi = -INFINITY, integral = 1.0f;
   int has_nan = 0, has_neg_inf = 0;  // values the auction must not see (status 2 and 3)
@@ -331,6 +474,7 @@ __device__ void solve_problem(G g, const float* cost, int n, int m, float tol, b
   if (has_nan || has_neg_inf) {  // same verdict in every thread of g, so all return together
     for (int i = g.rank(); i < n; i += g.size()) row_to_col[i] = -1;
     if (g.rank() == 0) *status = has_nan ? 2 : 3;
+    if (rounds != nullptr && g.rank() == 0) rounds[0] = rounds[1] = 0;
     g.sync();
     return;
   }
@@ -338,58 +482,73 @@ __device__ void solve_problem(G g, const float* cost, int n, int m, float tol, b
   const float range = hi - lo;
   Prepared pc{cost, n, m, lo, static_cast<float>((static_cast<double>(range) + 1.0) * (m + 1))};
 
-  for (int j = g.rank(); j < m; j += g.size()) s.price[j] = 0.0f;
+  for (int j = g.rank(); j < m; j += g.size()) s.price()[j] = 0.0f;
   g.sync();
   const float scale = range > 0.0f ? range : 1.0f;
   const float eps_floor = scale * kEpsFloorScale;
   float eps = scale / 4.0f;
   bool complete = true;
+  int forward_rounds = 0, reverse_rounds = 0;
   for (int phase = 0; phase < kMaxPhases; ++phase) {
-    complete = run_phase(g, pc, s, eps, max_rounds);
+    complete = forward_stage(g, pc, s, eps, max_rounds, &forward_rounds);
     if (!complete) break;
-    // Duality gap: primal - (sum_i min_j (c_ij + p_j) - sum_j p_j), in float64.
+    if (m > n) {
+      // lambda: the lowest price of an assigned column.
+      float lambda = INFINITY;
+      for (int j = g.rank(); j < m; j += g.size())
+        if (s.owner()[j] >= 0) lambda = fminf(lambda, s.price()[j]);
+      lambda = group_reduce(g, lambda, MinOp{}, INFINITY, partials);
+      reverse_stage(g, pc, s, eps, lambda, max_rounds, &reverse_rounds);
+      // Level: unassigned columns at lambda (raising them keeps eps-CS), so min_j p_j = lambda.
+      for (int j = g.rank(); j < m; j += g.size())
+        if (s.owner()[j] < 0) s.price()[j] = lambda;
+      g.sync();
+    }
+    // Duality gap for N <= M, in float64:
+    //   primal - (sum_i min_j (c_ij + p_j) - sum_j p_j + (M - N) min_j p_j).
     double primal = 0.0, dual = 0.0;
     float pmin = INFINITY;
     const int lane = threadIdx.x % kWarpSize;
-    for (int i = g.warp(); i < m; i += g.warps()) {
+    for (int i = g.warp(); i < n; i += g.warps()) {
       const float* r = pc.row(i);
       float best = INFINITY;
-      for (int j = lane; j < m; j += kWarpSize) best = fminf(best, pc.at(r, j) + s.price[j]);
+      for (int j = lane; j < m; j += kWarpSize) best = fminf(best, pc.at(r, j) + s.price()[j]);
       best = warp_reduce(best, MinOp{});
       if (lane == 0) {
         dual += best;
-        primal += pc.at(r, s.x[i]);
+        primal += pc.at(r, s.x()[i]);
       }
     }
     for (int j = g.rank(); j < m; j += g.size()) {
-      dual -= s.price[j];
-      pmin = fminf(pmin, s.price[j]);
+      dual -= s.price()[j];
+      pmin = fminf(pmin, s.price()[j]);
     }
     primal = group_reduce(g, primal, SumOp{}, 0.0, partials);
     dual = group_reduce(g, dual, SumOp{}, 0.0, partials);
     pmin = group_reduce(g, pmin, MinOp{}, INFINITY, partials);
-    // Prices matter only relative to each other (square problem); keeping them near zero keeps
-    // float32 steps resolvable and bids non-negative.
-    for (int j = g.rank(); j < m; j += g.size()) s.price[j] -= pmin;
+    // A common shift of the prices changes neither the gap (the (M - N) term absorbs it) nor the
+    // bids; keeping them near zero keeps float32 steps resolvable and bids non-negative.
+    for (int j = g.rank(); j < m; j += g.size()) s.price()[j] -= pmin;
     g.sync();
 
-    const double gap = primal - dual;
+    const double gap = primal - dual - static_cast<double>(m - n) * pmin;
     const double total_cost = primal + static_cast<double>(n) * lo;
     double target = exact ? 0.0 : (tol > 0.0f ? static_cast<double>(tol) : 1e-6 * fabs(total_cost));
     if (integral == 1.0f) target = fmin(target, 0.5);  // integer optimum: gap < 1 is exact
     if (gap <= target || eps <= eps_floor) break;
-    eps = fmaxf(fminf(eps, static_cast<float>(gap / m)) / kEpsDivisor, eps_floor);
+    // Only the N rows carry eps slack: the gap bounds N eps.
+    eps = fmaxf(fminf(eps, static_cast<float>(gap / n)) / kEpsDivisor, eps_floor);
   }
 
   if (!complete) {
     // Round cap hit (never seen; a guard against a hang): finish with a valid assignment.
     if (g.rank() == 0) {
       int free_col = 0;
-      for (int i = 0; i < m; ++i) {
-        if (s.x[i] >= 0) continue;
-        while (s.owner[free_col] >= 0) ++free_col;
-        s.owner[free_col] = i;
-        s.x[i] = free_col;
+      for (int i = 0; i < n; ++i) {
+        if (s.x()[i] >= 0) continue;
+        while (s.owner()[free_col] >= 0) ++free_col;
+        s.owner()[free_col] = i;
+        s.x()[i] = free_col;
       }
     }
     g.sync();
@@ -397,10 +556,14 @@ __device__ void solve_problem(G g, const float* cost, int n, int m, float tol, b
 
   int forbidden = 0;
   for (int i = g.rank(); i < n; i += g.size())
-    forbidden |= __ldg(cost + static_cast<int64_t>(i) * m + s.x[i]) == INFINITY;
+    forbidden |= __ldg(cost + static_cast<int64_t>(i) * m + s.x()[i]) == INFINITY;
   forbidden = group_reduce(g, forbidden, MaxOp{}, 0, partials);
-  for (int i = g.rank(); i < n; i += g.size()) row_to_col[i] = forbidden ? -1 : s.x[i];
+  for (int i = g.rank(); i < n; i += g.size()) row_to_col[i] = forbidden ? -1 : s.x()[i];
   if (g.rank() == 0) *status = forbidden;
+  if (rounds != nullptr && g.rank() == 0) {
+    rounds[0] = forward_rounds;
+    rounds[1] = reverse_rounds;
+  }
   g.sync();  // state reusable by the next problem
 }
 

@@ -22,19 +22,13 @@
 #include <torch/headeronly/core/ScalarType.h>
 
 #include "cuda/auction.cuh"
+#include "cuda/launch_config.h"
 
 namespace immiscible::cuda {
 namespace {
 
 using torch::headeronly::ScalarType;
 using torch::stable::Tensor;
-
-constexpr int kGridThreads = 512;
-// Below this many columns one block per problem beats a grid: a grid barrier costs microseconds
-// per bidding round, a block barrier tens of nanoseconds. To be tuned on a GPU (docs/GPU.md).
-constexpr int64_t kGridMinColumns = 1024;
-// Leaves room for the reduction scratch in static shared memory under the default 48 KB.
-constexpr size_t kMaxDynamicSmem = 44 * 1024;
 
 #define IMMISCIBLE_CUDA_CHECK(expr)                                                        \
   do {                                                                                     \
@@ -55,7 +49,7 @@ __global__ void __launch_bounds__(512)
   unsigned char* base = state_in_smem ? smem : workspace + p * state_bytes(m);
   const State s = carve_state(base, m);
   solve_problem(BlockGroup{}, cost + p * n * m, n, m, tol, exact, max_rounds, s, nullptr,
-                row_to_col + p * n, status + p);
+                row_to_col + p * n, status + p, nullptr);
 }
 
 __global__ void __launch_bounds__(kGridThreads)
@@ -68,18 +62,7 @@ __global__ void __launch_bounds__(kGridThreads)
   const State s = carve_state(workspace, m);
   for (int64_t p = 0; p < problems; ++p)
     solve_problem(GridGroup{}, cost + p * n * m, n, m, tol, exact, max_rounds, s, partials,
-                  row_to_col + p * n, status + p);
-}
-
-enum class Mode { kAuto, kBlock, kGrid };
-
-// IMMISCIBLE_CUDA_AUCTION=block|grid forces a regime (benchmarks, tests); unset means auto.
-Mode mode_override() {
-  const char* v = std::getenv("IMMISCIBLE_CUDA_AUCTION");
-  if (v == nullptr) return Mode::kAuto;
-  if (std::strcmp(v, "block") == 0) return Mode::kBlock;
-  if (std::strcmp(v, "grid") == 0) return Mode::kGrid;
-  return Mode::kAuto;
+                  row_to_col + p * n, status + p, nullptr);
 }
 
 // What the launch needs to know about a device, queried once per device: these attribute and
@@ -139,24 +122,21 @@ std::tuple<Tensor, Tensor> solve_batched_cuda(Tensor cost, std::string solver, d
   const int sms = info.sms;
 
   const float tol_f = tol > 0.0 ? static_cast<float>(tol) : -1.0f;
-  // A guard against a hang, far above the rounds any phase has needed.
-  const int max_rounds = static_cast<int>(std::min<int64_t>(64 * m + 100000, INT32_MAX / 2));
+  const int rounds_cap = max_rounds(m);
   const float* cost_ptr = c.const_data_ptr<float>();
   int64_t* out_ptr = row_to_col.mutable_data_ptr<int64_t>();
   int32_t* status_ptr = status.mutable_data_ptr<int32_t>();
   const int ni = static_cast<int>(n), mi = static_cast<int>(m);
   const int pi = static_cast<int>(problems);
 
-  Mode mode = mode_override();
-  if (mode == Mode::kAuto)
-    mode = (m >= kGridMinColumns && problems * 4 <= sms) ? Mode::kGrid : Mode::kBlock;
-  if (!info.cooperative) mode = Mode::kBlock;
+  const Mode mode = choose_mode(parse_mode(std::getenv("IMMISCIBLE_CUDA_AUCTION")), m, problems,
+                                sms, info.cooperative != 0);
 
   if (mode == Mode::kGrid) {
     STD_TORCH_CHECK(info.grid_blocks_per_sm > 0,
                     "solve_batched: the grid kernel does not fit on this GPU");
     // every block resident: required by the grid barrier
-    const int blocks = info.grid_blocks_per_sm * sms;
+    const int blocks = grid_blocks(info.grid_blocks_per_sm, sms);
     const size_t state = state_bytes(m);
     Tensor workspace = torch::stable::new_empty(
         c, {static_cast<int64_t>(state + sizeof(double) * blocks)}, ScalarType::Byte);
@@ -164,16 +144,16 @@ std::tuple<Tensor, Tensor> solve_batched_cuda(Tensor cost, std::string solver, d
     double* partials = reinterpret_cast<double*>(ws + state);
     void* args[] = {const_cast<float**>(&cost_ptr), const_cast<int*>(&pi),  const_cast<int*>(&ni),
                     const_cast<int*>(&mi),          const_cast<float*>(&tol_f),
-                    const_cast<bool*>(&exact),      const_cast<int*>(&max_rounds),
+                    const_cast<bool*>(&exact),      const_cast<int*>(&rounds_cap),
                     &ws,                            &partials,
                     &out_ptr,                       &status_ptr};
     IMMISCIBLE_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(auction_grid_kernel),
                                                       dim3(blocks), dim3(kGridThreads), args, 0,
                                                       stream));
   } else {
-    const int threads = m <= 128 ? 128 : (m <= 512 ? 256 : 512);
+    const int threads = block_threads(m);
     const size_t state = state_bytes(m);
-    const bool in_smem = state <= kMaxDynamicSmem;
+    const bool in_smem = state_in_smem(m);
     unsigned char* ws = nullptr;
     Tensor workspace;
     if (!in_smem) {
@@ -182,7 +162,7 @@ std::tuple<Tensor, Tensor> solve_batched_cuda(Tensor cost, std::string solver, d
       ws = static_cast<unsigned char*>(workspace.mutable_data_ptr());
     }
     auction_block_kernel<<<pi, threads, in_smem ? state : 0, stream>>>(
-        cost_ptr, ni, mi, tol_f, exact, max_rounds, ws, in_smem, out_ptr, status_ptr);
+        cost_ptr, ni, mi, tol_f, exact, rounds_cap, ws, in_smem, out_ptr, status_ptr);
     IMMISCIBLE_CUDA_CHECK(cudaGetLastError());
   }
   // The workspace tensors die here; the caching allocator keeps their blocks for this stream
