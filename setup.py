@@ -11,6 +11,7 @@ Environment switches:
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,18 @@ def sources(folder, suffix):
     return sorted(str(p.relative_to(ROOT)) for p in (ROOT / folder).glob(f"*{suffix}"))
 
 
+# manylinux_2_28 (glibc 2.28) although built on a newer glibc: GLIBC_COMPAT (both modules) keeps
+# libstdc++'s inline code off a glibc 2.32 symbol; GLIBC_CUDA_RUNTIME pins the static CUDA
+# runtime's glibc calls to their pre-2.34 symbol versions, each name it lists routed there with
+# -Wl,--wrap=NAME. Two files, not one with an #ifdef: both extensions share one build folder.
+GLIBC_COMPAT = "csrc/compat/glibc_compat.cpp"
+GLIBC_CUDA_RUNTIME = "csrc/compat/glibc_cuda_runtime.cpp"
+GLIBC_WRAPPED = re.findall(r"^IMMISCIBLE_GLIBC_COMPAT\((\w+),",
+                           (ROOT / GLIBC_CUDA_RUNTIME).read_text(), re.M)
+# Hides the static libraries' symbols (the CUDA runtime's cuda* API) from the module's exports.
+HIDE_STATIC = ["-Wl,--exclude-libs,ALL"]
+
+
 cxx_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
 # py_limited_api=True below defines Py_LIMITED_API (3.10) for every source.
 cxx_flags += ["-std=c++17", "-fvisibility=hidden", TORCH_TARGET]
@@ -55,10 +68,11 @@ cxx_flags += ["-std=c++17", "-fvisibility=hidden", TORCH_TARGET]
 extensions = [
     CppExtension(
         "immiscible_ops._C",
-        ["csrc/module.cpp", "csrc/ops.cpp"] + sources("csrc/cpu", ".cpp"),
+        ["csrc/module.cpp", "csrc/ops.cpp", GLIBC_COMPAT] + sources("csrc/cpu", ".cpp"),
         include_dirs=[str(ROOT / "csrc")],
         depends=sources("csrc/cpu", ".h"),
         extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=HIDE_STATIC,
         py_limited_api=True,
     )
 ]
@@ -92,12 +106,17 @@ if want_cuda(cuda_home):
     extensions.append(
         CppExtension(
             "immiscible_ops._C_cuda",
-            ["csrc/module_cuda.cpp"] + sources("csrc/cuda", ".cu"),
+            ["csrc/module_cuda.cpp", GLIBC_COMPAT, GLIBC_CUDA_RUNTIME] + sources("csrc/cuda", ".cu"),
             include_dirs=[str(ROOT / "csrc"), str(Path(cuda_home, "include"))],
             depends=sources("csrc/cuda", ".cuh"),
             library_dirs=[str(Path(cuda_home, "lib64"))],
             libraries=["cudart_static", "rt", "dl", "pthread"],
             extra_compile_args={"cxx": cxx_flags + ["-DUSE_CUDA"], "nvcc": nvcc_flags},
+            # On glibc < 2.34 the pinned functions live in these three libraries, not libc.so.6:
+            # they are named as NEEDED even though this glibc's copies are empty stubs.
+            extra_link_args=HIDE_STATIC + [f"-Wl,--wrap={name}" for name in GLIBC_WRAPPED] + [
+                "-Wl,--no-as-needed", "-l:libpthread.so.0", "-l:libdl.so.2", "-l:librt.so.1",
+                "-Wl,--as-needed"],
             py_limited_api=True,
         )
     )
