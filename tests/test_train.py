@@ -66,7 +66,8 @@ def test_points_train_and_log(tmp_path, dist_name, coupling):
 def test_digits_class_conditional(tmp_path):
     cfg = tiny(tmp_path, data="digits", coupling="assign", class_conditional=True)
     summary = train(cfg)
-    assert set(summary["final"]) == {"fd", "mmd_poly", "mmd_rbf"}
+    # Every metric at each sampling step count (here only 2), and bare for the largest.
+    assert set(summary["final"]) == {"fd", "mmd_poly", "mmd_rbf", "fd@2", "mmd_poly@2", "mmd_rbf@2"}
     assert all(np.isfinite(v) for v in summary["final"].values())
     # The classifier is cached under the data's hash: a second run trains none.
     assert len(list(Path(cfg.cache_dir).glob("featurenet-*.pt"))) == 1
@@ -317,13 +318,16 @@ def test_experiment_tables_plot_and_reuse(tmp_path, capsys):
 
     argv = ["--datasets", "gmm", "--methods", "none,assign", "--seeds", "0,1", "--points-steps", "6",
             "--evals", "2", "--batch-size", "32", "--out", str(tmp_path / "exp"),
-            "--cache-dir", str(tmp_path / "cache")]
+            "--cache-dir", str(tmp_path / "cache"), "--objectives", "flow", "--sample-steps", "1", "2"]
     assert experiment.main(argv) == 0
-    res = json.loads((tmp_path / "exp" / "results.json").read_text())["gmm"]
+    res = json.loads((tmp_path / "exp" / "results.json").read_text())["gmm / flow"]
     assert res["metric"] == "w2" and set(res["methods"]) == {"none", "assign"}
     m = res["methods"]["assign"]
     assert m["seeds"] == 2 and m["steps"] == [3, 6] and m["final_std"] >= 0
     assert res["methods"]["none"]["steps_to_vanilla_final"] == 6  # vanilla reaches itself
+    assert res["nfe"] == [1, 2] and set(m["final_by_nfe"]) == {"1", "2"}
+    assert set(m["effect_by_nfe"].values()) <= {"no effect", "better", "worse"}
+    assert len(m["straightness"]) == 2
     assert "| assign | 2 |" in (tmp_path / "exp" / "results.md").read_text()
     assert (tmp_path / "exp" / "curves.png").stat().st_size > 1000
     capsys.readouterr()

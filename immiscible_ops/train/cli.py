@@ -27,6 +27,12 @@ def add_train_args(p: argparse.ArgumentParser):
                    help="under DDP: assign within each process's batch or over the global batch")
     g.add_argument("--class-conditional", action="store_true",
                    help="condition on labels and assign noise within each class")
+    g = p.add_argument_group("objective")
+    g.add_argument("--objective", choices=("ddpm", "flow"), default=d.objective,
+                   help="ddpm: epsilon-prediction, DDIM sampling; flow: linear-path flow matching "
+                   "(x_t = (1-t) x + t noise, velocity target noise - x), Euler sampling")
+    g.add_argument("--t-sampling", choices=("uniform", "logit-normal"), default=d.t_sampling,
+                   help="flow: distribution of t in training")
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--steps", type=int, default=d.steps)
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (all processes)")
@@ -45,7 +51,9 @@ def add_train_args(p: argparse.ArgumentParser):
     g = p.add_argument_group("run")
     g.add_argument("--out", default=d.out, help="run folder: logs, samples, checkpoint")
     g.add_argument("--device", default=d.device, help="cpu | cuda | cuda:N")
-    g.add_argument("--sample-steps", type=int, default=d.sample_steps, help="DDIM steps at evaluation")
+    g.add_argument("--sample-steps", type=int, nargs="+", default=list(d.sample_steps),
+                   help="sampling steps (function evaluations) at evaluation, e.g. 1 2 4 8 32; "
+                   "each is scored, the largest also under the bare metric names")
     g.add_argument("--eval-every", type=int, default=d.eval_every)
     g.add_argument("--eval-samples", type=int, default=d.eval_samples)
     g.add_argument("--feature-epochs", type=int, default=d.feature_epochs,
@@ -67,6 +75,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
         kw["unet_widths"] = tuple(int(w) for w in str(a.unet_widths).split(",") if w)
     except ValueError:
         raise ValueError(f"--unet-widths: expected comma-separated integers, got {a.unet_widths!r}") from None
+    kw["sample_steps"] = tuple(kw.get("sample_steps", Config().sample_steps))
     return Config(**kw)
 
 
@@ -83,7 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return compare.main(argv)
     p = argparse.ArgumentParser(prog="python -m immiscible_ops.train",
-                                description="DDPM training with immiscible noise coupling. "
+                                description="DDPM or flow-matching training with immiscible noise coupling. "
                                 "Other commands: experiment, compare (each with --help).")
     add_train_args(p)
     args = p.parse_args(argv)

@@ -85,8 +85,21 @@ def main(argv=None) -> int:
         if metric not in r["eval"][0]:
             raise SystemExit(f"compare: a run has no metric {metric!r} (has {sorted(r['eval'][0])})")
         groups.setdefault(" ".join(str(r["config"].get(f, "?")) for f in fields), []).append(r)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    plot_groups(ax, groups, metric, a.title)
+    nfes = sorted({int(k.split("@")[1]) for k in runs[0]["eval"][-1] if k.startswith(metric + "@")})
+    fig, axes = plt.subplots(1, 2 if len(nfes) > 1 else 1, figsize=(12 if len(nfes) > 1 else 6, 4),
+                             squeeze=False)
+    plot_groups(axes[0][0], groups, metric, a.title)
+    if len(nfes) > 1:
+        # Quality against sampling steps at each run's last evaluation; mean +-1 std per label.
+        ax = axes[0][1]
+        for label, rs in groups.items():
+            vals = np.array([[r["eval"][-1][f"{metric}@{n}"] for n in nfes] for r in rs])
+            ax.errorbar(nfes, vals.mean(0), yerr=vals.std(0), marker="o", ms=3, capsize=2, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sampling steps")
+        ax.set_ylabel(f"final {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(a.out, dpi=120)

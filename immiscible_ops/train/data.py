@@ -51,16 +51,18 @@ class Dataset:
 
 def load_dataset(spec: str, *, n_points: int = 8000, image_size: Optional[int] = None,
                  seed: int = 0) -> Dataset:
-    """spec: "digits", one of TOY_2D, a folder of PNG/JPG images, or a .npy/.npz file."""
+    """spec: "digits", "patches", one of TOY_2D, a folder of PNG/JPG images, or a .npy/.npz file."""
     if spec == "digits":
         ds = _digits()
+    elif spec == "patches":
+        ds = sample_image_patches()
     elif spec in TOY_2D:
         return Dataset(spec, "points", toy_2d(spec, n_points, seed), None)
     else:
         path = Path(spec).expanduser()
         if not path.exists():
             raise FileNotFoundError(
-                f"data: {spec!r} is neither a built-in dataset (digits, {', '.join(TOY_2D)}) "
+                f"data: {spec!r} is neither a built-in dataset (digits, patches, {', '.join(TOY_2D)}) "
                 f"nor an existing path ({path.resolve()} not found)")
         ds = _image_folder(path) if path.is_dir() else _array_file(path)
     if image_size is not None and ds.kind == "image" and ds.x.shape[-1] != image_size:
@@ -195,3 +197,22 @@ def _to_unit_range(arr: np.ndarray) -> np.ndarray:
     if lo >= -1.0 and hi <= 1.0:
         return a
     return (a - lo) / max(hi - lo, 1e-12) * 2.0 - 1.0
+
+
+def sample_image_patches(size: int = 32, stride: int = 16) -> Dataset:
+    """32x32x3 colour patches cut on a stride-16 grid from the two photographs scikit-learn ships
+    inside its wheel (china.jpg, flower.jpg, 427x640x3): real images at CIFAR's dimension with no
+    download. Labels: which photograph (0 china, 1 flower)."""
+    try:
+        from sklearn.datasets import load_sample_images
+    except ImportError as e:
+        raise ImportError("the patches dataset needs scikit-learn: pip install immiscible_ops[train]") from e
+    images = load_sample_images().images
+    xs, ys = [], []
+    for label, img in enumerate(images):
+        t = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 127.5 - 1.0
+        p = t.unfold(1, size, stride).unfold(2, size, stride)  # [C, nh, nw, size, size]
+        p = p.permute(1, 2, 0, 3, 4).reshape(-1, 3, size, size)
+        xs.append(p)
+        ys.append(torch.full((p.shape[0],), label, dtype=torch.long))
+    return Dataset("patches", "image", torch.cat(xs).contiguous(), torch.cat(ys), ["china", "flower"])

@@ -17,17 +17,30 @@ from immiscible_ops.train import compare
 from immiscible_ops.train.data import TOY_2D
 from immiscible_ops.train.trainer import Config, train
 
-# Default size: about 15 minutes on a 2-core CPU. Scale with --image-steps, --points-steps,
-# --unet-widths, --batch-size on a GPU.
-IMAGE_DEFAULTS = dict(steps=500, batch_size=64, lr=1e-3, sample_steps=20)
-POINTS_DEFAULTS = dict(steps=1500, batch_size=256, lr=1e-3, sample_steps=20)
+# Presets. "cpu": sized for a shared 2-core CPU (tiny nets, few steps); "gpu": an H100/H200.
+# Per dataset kind: training steps, batch, UNet widths, evaluation samples.
+SCALES = {
+    "cpu": {"points": dict(steps=400, batch_size=256, eval_samples=1000),
+            "digits": dict(steps=300, batch_size=64, eval_samples=300, unet_widths=(16, 32)),
+            "patches": dict(steps=80, batch_size=32, eval_samples=128, unet_widths=(16, 32))},
+    "gpu": {"points": dict(steps=10000, batch_size=1024, eval_samples=5000),
+            "digits": dict(steps=5000, batch_size=256, eval_samples=1000, unet_widths=(32, 64)),
+            "patches": dict(steps=20000, batch_size=256, eval_samples=2000, unet_widths=(64, 128, 256))},
+}
+IMAGE_DEFAULTS = dict(steps=500, batch_size=64, lr=1e-3)
+POINTS_DEFAULTS = dict(steps=1500, batch_size=256, lr=1e-3)
 
 
 def run_configs(a) -> list:
     cfgs = []
-    for data in a.datasets.split(","):
+    for data, objective in ((d, o) for d in a.datasets.split(",") for o in a.objectives.split(",")):
         points = data in TOY_2D
         base = dict(POINTS_DEFAULTS if points else IMAGE_DEFAULTS)
+        preset = SCALES[a.scale]["points" if points else ("patches" if data == "patches" else "digits")]
+        base.update(preset)
+        base["sample_steps"] = tuple(a.sample_steps)
+        widths = tuple(int(w) for w in a.unet_widths.split(",")) if a.unet_widths else base.pop("unet_widths", (32, 64))
+        base.pop("unet_widths", None)
         if a.image_steps and not points:
             base["steps"] = a.image_steps
         if a.points_steps and points:
@@ -37,9 +50,9 @@ def run_configs(a) -> list:
         base["eval_every"] = max(1, base["steps"] // a.evals)
         for method in a.methods.split(","):
             for seed in (int(s) for s in a.seeds.split(",")):
-                name = f"{Path(data).stem}-{method}-s{seed}"
+                name = f"{Path(data).stem}-{objective}-{method}-s{seed}"
                 cfgs.append(Config(data=data, out=str(Path(a.out) / name), coupling=method, seed=seed,
-                                   device=a.device, unet_widths=tuple(int(w) for w in a.unet_widths.split(",")),
+                                   objective=objective, device=a.device, unet_widths=widths,
                                    checkpoint_every=base["steps"], progress=a.progress,
                                    cache_dir=a.cache_dir, threads=a.threads, k=a.k,
                                    pool_factor=a.pool_factor,
@@ -54,18 +67,34 @@ def finished(cfg: Config) -> bool:
     return json.loads((out / "config.json").read_text()) == json.loads(json.dumps(cfg.to_dict()))
 
 
+def group_name(cfg: Config) -> str:
+    return f"{Path(cfg.data).stem} / {cfg.objective}"
+
+
+def t_interval(values) -> tuple:
+    """(mean, half-width of the 95% Student-t interval) over seeds."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return float(v.mean()), float("nan")
+    return float(v.mean()), float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+
+
 def summarize(cfgs: list) -> dict:
     """Per dataset and coupling: curve, final quality mean/std, steps to reach vanilla, overhead."""
     table = OrderedDict()
     for cfg in cfgs:
         run = compare.read_run(Path(cfg.out))
         summary = json.loads((Path(cfg.out) / "summary.json").read_text())
-        table.setdefault(cfg.data, OrderedDict()).setdefault(cfg.coupling, []).append((run, summary))
+        table.setdefault(group_name(cfg), OrderedDict()).setdefault(cfg.coupling, []).append((run, summary))
     results = OrderedDict()
     for data, methods in table.items():
         first = next(iter(methods.values()))[0][0]
         metric = compare.default_metric(first)
         res = OrderedDict(metric=metric, reference=first["reference"].get(metric), methods=OrderedDict())
+        nfes = sorted({int(k.split("@")[1]) for k in first["eval"][-1] if k.startswith(metric + "@")})
+        res["nfe"] = nfes
         vanilla_final = None
         if "none" in methods:
             _, mean, _ = compare.curve_stats([r for r, _ in methods["none"]], metric)
@@ -85,12 +114,23 @@ def summarize(cfgs: list) -> dict:
             extra = {}
             if metric == "fd":
                 extra["mmd_poly"] = float(np.mean([r["eval"][-1]["mmd_poly"] for r, _ in runs]))
+            by_nfe = {n: t_interval([r["eval"][-1][f"{metric}@{n}"] for r, _ in runs]) for n in nfes}
+            if "straightness" in first["eval"][-1]:
+                extra["straightness"] = t_interval([r["eval"][-1]["straightness"] for r, _ in runs])
             res["methods"][method] = dict(
+                final_by_nfe={str(n): v for n, v in by_nfe.items()},
+                seconds_to_vanilla_final=None if reach is None else reach * float(step_ms) / 1e3,
                 seeds=len(runs), steps=steps.tolist(), curve=mean.tolist(), curve_std=std.tolist(),
                 final_mean=float(finals.mean()), final_std=float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
                 steps_to_vanilla_final=reach, step_ms=float(step_ms), noise_ms=float(noise_ms),
                 noise_pct=float(100 * noise_ms / step_ms), **extra)
         if "none" in res["methods"]:
+            for m in res["methods"].values():
+                m["effect_by_nfe"] = {}
+                for n, (mu, hw) in m["final_by_nfe"].items():
+                    mu0, hw0 = res["methods"]["none"]["final_by_nfe"][n]
+                    overlap = abs(mu - mu0) <= hw + hw0
+                    m["effect_by_nfe"][n] = "no effect" if overlap else ("better" if mu < mu0 else "worse")
             base = res["methods"]["none"]["noise_ms"]
             for m in res["methods"].values():
                 m["overhead_ms"] = m["noise_ms"] - base
@@ -102,7 +142,7 @@ def summarize(cfgs: list) -> dict:
 def markdown(results: dict, cfgs: list) -> str:
     lines = []
     for data, res in results.items():
-        c = next(c for c in cfgs if c.data == data)
+        c = next(c for c in cfgs if group_name(c) == data)
         metric = res["metric"]
         lines.append(f"**{data}** ({c.steps} steps, batch {c.batch_size}, metric {metric}, "
                      f"lower is better; real-vs-real floor {res['reference']:.4g})\n")
@@ -117,6 +157,26 @@ def markdown(results: dict, cfgs: list) -> str:
             lines.append(f"| {method} | {m['seeds']} | {m['final_mean']:.4g} +- {m['final_std']:.2g} |{mmd} "
                          f"{reach} | {m['noise_ms']:.2f} | {m['step_ms']:.1f} | {m['noise_pct']:.1f} | {over} |")
         lines.append("")
+        head = " | ".join(f"{metric} @ {n} steps" for n in res["nfe"])
+        st = " straightness |" if any("straightness" in m for m in res["methods"].values()) else ""
+        lines.append(f"Final {metric} by sampling steps (mean +- 95% t-interval over seeds; vs none: "
+                     "better / worse where the intervals do not overlap, else no effect):\n")
+        lines.append(f"| coupling | {head} |{st} seconds to vanilla's final |")
+        lines.append("|---|" + "---|" * len(res["nfe"]) + ("---|" if st else "") + "---|")
+        for method, m in res["methods"].items():
+            cells = []
+            for n in res["nfe"]:
+                mu, hw = m["final_by_nfe"][str(n)]
+                eff = m.get("effect_by_nfe", {}).get(str(n), "")
+                cells.append(f"{mu:.4g} +- {hw:.2g}" + (f" ({eff})" if method != "none" and eff else ""))
+            stc = ""
+            if st:
+                mu, hw = m.get("straightness", (float("nan"), float("nan")))
+                stc = f" {mu:.3f} +- {hw:.2g} |"
+            sec = m["seconds_to_vanilla_final"]
+            lines.append(f"| {method} | " + " | ".join(cells) + f" |{stc} "
+                         + ("not reached" if sec is None else f"{sec:.1f}") + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -127,13 +187,25 @@ def plot(results: dict, cfgs: list, path: Path):
     import matplotlib.pyplot as plt
 
     datasets = list(results)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
-    for ax, data in zip(axes[0], datasets):
+    fig, axes = plt.subplots(2, len(datasets), figsize=(4.5 * len(datasets), 7.5), squeeze=False)
+    for col, data in enumerate(datasets):
         groups = OrderedDict()
         for cfg in cfgs:
-            if cfg.data == data:
+            if group_name(cfg) == data:
                 groups.setdefault(cfg.coupling, []).append(compare.read_run(Path(cfg.out)))
-        compare.plot_groups(ax, groups, results[data]["metric"], title=f"{data}: mean +- std over seeds")
+        res = results[data]
+        compare.plot_groups(axes[0][col], groups, res["metric"], title=f"{data}: training curve")
+        ax = axes[1][col]
+        for i, (method, m) in enumerate(res["methods"].items()):
+            xs = np.array(res["nfe"], dtype=float) * (1 + 0.04 * (i - 1.5))  # dodge the error bars
+            mu = [m["final_by_nfe"][str(n)][0] for n in res["nfe"]]
+            hw = [m["final_by_nfe"][str(n)][1] for n in res["nfe"]]
+            ax.errorbar(xs, mu, yerr=hw, marker="o", ms=3, capsize=2, label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sampling steps (function evaluations)")
+        ax.set_ylabel(f"final {res['metric']}")
+        ax.set_title(f"{data}: quality vs steps (95% CI)", fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -143,7 +215,12 @@ def plot(results: dict, cfgs: list, path: Path):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m immiscible_ops.train experiment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", default="digits,gmm", help="comma separated (default: %(default)s)")
+    p.add_argument("--datasets", default="digits,gmm,patches", help="comma separated (default: %(default)s)")
+    p.add_argument("--objectives", default="ddpm,flow", help="comma separated (default: %(default)s)")
+    p.add_argument("--scale", choices=tuple(SCALES), default="cpu",
+                   help="preset sizes: cpu (2-core CPU) or gpu (an H100/H200)")
+    p.add_argument("--sample-steps", type=int, nargs="+", default=[1, 2, 4, 8, 32],
+                   help="sampling steps scored at every evaluation (default: %(default)s)")
     p.add_argument("--methods", default="none,assign,knn,flip", help="couplings (default: %(default)s)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--image-steps", type=int, default=None, help=f"default {IMAGE_DEFAULTS['steps']}")
@@ -152,7 +229,7 @@ def main(argv=None) -> int:
     p.add_argument("--evals", type=int, default=5, help="evaluations per run")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads per run (default 1: fastest on a busy 2-core machine; 0: torch's default)")
-    p.add_argument("--unet-widths", default="32,64")
+    p.add_argument("--unet-widths", default=None, help="override the preset's UNet widths")
     p.add_argument("--k", type=int, default=8, help="knn candidates per image")
     p.add_argument("--pool-factor", type=int, default=2, help="pool size / batch for pool")
     p.add_argument("--class-conditional", action="store_true",

@@ -1,4 +1,5 @@
-"""DDPM training with immiscible noise coupling, DDIM evaluation, checkpoints that resume
+"""DDPM or flow-matching training (objectives.py) with immiscible noise coupling, evaluation at
+several sampling step counts, checkpoints that resume
 bit-exactly, and JSONL/CSV logs; runs on one process or under torchrun (DDP)."""
 
 import copy
@@ -17,7 +18,7 @@ import torch.distributed as dist
 
 from immiscible_ops.noise import immiscible_noise
 from immiscible_ops.train import data as data_mod
-from immiscible_ops.train import metrics, models
+from immiscible_ops.train import metrics, models, objectives
 
 COUPLINGS = ("none", "assign", "pool", "knn", "flip")
 GROUPED = ("assign", "pool", "flip")  # couplings that take class groups; knn is per image anyway
@@ -40,6 +41,8 @@ class Config:
     grad_clip: float = 1.0
     seed: int = 0
     device: str = "cpu"
+    objective: str = "ddpm"
+    t_sampling: str = "uniform"
     coupling: str = "none"
     precision: str = "fp16"
     solver: str = "auto"
@@ -56,7 +59,7 @@ class Config:
     mlp_depth: int = 3
     train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
-    sample_steps: int = 20
+    sample_steps: Tuple[int, ...] = (20,)
     eval_every: int = 200
     eval_samples: int = 1000
     feature_epochs: int = 15
@@ -68,12 +71,22 @@ class Config:
     threads: Optional[int] = None
 
     def validate(self):
+        if isinstance(self.sample_steps, int):
+            self.sample_steps = (self.sample_steps,)
+        self.sample_steps = tuple(int(n) for n in self.sample_steps)
+        if not self.sample_steps or min(self.sample_steps) <= 0:
+            raise ValueError(f"sample_steps: expected positive integers, got {self.sample_steps}")
+        if self.objective not in objectives.OBJECTIVES:
+            raise ValueError(f"objective: expected one of {', '.join(objectives.OBJECTIVES)}, got {self.objective!r}")
+        if self.t_sampling not in objectives.T_SAMPLINGS:
+            raise ValueError(f"t_sampling: expected one of {', '.join(objectives.T_SAMPLINGS)}, "
+                             f"got {self.t_sampling!r}")
         if self.coupling not in COUPLINGS:
             raise ValueError(f"coupling: unknown coupling {self.coupling!r}; expected one of {', '.join(COUPLINGS)}")
         if self.assignment_scope not in ("rank", "global"):
             raise ValueError(f"assignment_scope: expected rank or global, got {self.assignment_scope!r}")
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every",
-                     "sample_steps", "eval_samples", "train_timesteps"):
+                     "eval_samples", "train_timesteps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
         if not 0 < self.test_fraction < 1:
@@ -88,6 +101,7 @@ class Config:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["unet_widths"] = list(self.unet_widths)
+        d["sample_steps"] = [self.sample_steps] if isinstance(self.sample_steps, int) else list(self.sample_steps)
         return d
 
 
@@ -193,7 +207,9 @@ class Logger:
 
 
 class Evaluator:
-    """Samples the EMA model with DDIM and scores the samples against held-out data."""
+    """Samples the EMA model at each of cfg.sample_steps and scores the samples against held-out
+    data: keys "<metric>@<steps>" for every step count, the bare "<metric>" for the largest, and
+    "straightness" (flow only, along the largest step count's path)."""
 
     def __init__(self, cfg: Config, train: data_mod.Dataset, test: data_mod.Dataset, device, log):
         self.cfg, self.device = cfg, device
@@ -213,20 +229,34 @@ class Evaluator:
             floor = train.x[torch.randperm(train.x.shape[0], generator=torch.Generator().manual_seed(1))[:n]]
             self.reference = {"w2": metrics.w2_distance(floor, self.real)}
 
-    def __call__(self, model, ddim):
-        g = torch.Generator(self.device).manual_seed(self.cfg.seed + 12345)
+    def score(self, x):
+        if self.kind == "image":
+            return metrics.image_metrics(self.net, self.real_features, x)
+        return {"w2": metrics.w2_distance(x, self.real)}
+
+    def __call__(self, model, objective):
         labels = None if self.labels is None else self.labels.to(self.device)
         was_training = model.training
         model.eval()
-        x = models.ddim_sample(model, ddim, self.real.shape, steps=self.cfg.sample_steps,
-                               generator=g, device=self.device, labels=labels,
-                               clip=1.0 if self.kind == "image" else None).cpu()
+        scores, best = {}, None
+        largest = max(self.cfg.sample_steps)
+        for n in sorted(set(self.cfg.sample_steps)):
+            # The same starting noise at every step count: differences are the solver's alone.
+            g = torch.Generator(self.device).manual_seed(self.cfg.seed + 12345)
+            x = objective.sample(model, self.real.shape, steps=n, generator=g, device=self.device,
+                                 labels=labels, clip=1.0 if self.kind == "image" else None).cpu()
+            for k, v in self.score(x).items():
+                scores[f"{k}@{n}"] = v
+                if n == largest:
+                    scores[k] = v
+            if n == largest:
+                best = x
+        if isinstance(objective, objectives.FlowMatching):
+            g = torch.Generator(self.device).manual_seed(self.cfg.seed + 12345)
+            scores["straightness"] = objective.straightness(model, self.real.shape, steps=largest,
+                                                            generator=g, device=self.device, labels=labels)
         model.train(was_training)
-        if self.kind == "image":
-            scores = metrics.image_metrics(self.net, self.real_features, x)
-        else:
-            scores = {"w2": metrics.w2_distance(x, self.real)}
-        return scores, x
+        return scores, best
 
 
 def save_samples(path: Path, x: torch.Tensor, kind: str, real: Optional[torch.Tensor] = None):
@@ -354,7 +384,9 @@ def _train(cfg: Config, ctx: Dist) -> dict:
                                unet_widths=tuple(cfg.unet_widths), layers_per_block=cfg.layers_per_block,
                                mlp_hidden=cfg.mlp_hidden, mlp_depth=cfg.mlp_depth).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    ddpm, ddim = models.build_schedulers(cfg.train_timesteps, cfg.beta_schedule)
+    objective = objectives.build_objective(cfg.objective, t_sampling=cfg.t_sampling,
+                                           train_timesteps=cfg.train_timesteps,
+                                           beta_schedule=cfg.beta_schedule)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
     gen = torch.Generator(device).manual_seed(cfg.seed * 7919 + 104729 * (ctx.rank + 1))
@@ -396,7 +428,7 @@ def _train(cfg: Config, ctx: Dist) -> dict:
         os.replace(tmp, out / "checkpoint.pt")  # a kill mid-write leaves the last good checkpoint
 
     def evaluate():
-        scores, samples = evaluator(ema, ddim)
+        scores, samples = evaluator(ema, objective)
         logger.log({"type": "eval", "step": step, **scores})
         save_samples(out / "samples" / f"step_{step:06d}.png", samples, train_set.kind,
                      evaluator.real if train_set.kind == "points" else None)
@@ -407,7 +439,7 @@ def _train(cfg: Config, ctx: Dist) -> dict:
         try:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.coupling}", dynamic_ncols=True)
+            bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.objective} {cfg.coupling}", dynamic_ncols=True)
         except ImportError:
             bar = None
     model.train()
@@ -426,9 +458,7 @@ def _train(cfg: Config, ctx: Dist) -> dict:
                                  groups=y if (use_labels and cfg.coupling in GROUPED) else None, **kw)
         _sync(device)
         noise_s = time.perf_counter() - tn
-        t = torch.randint(0, cfg.train_timesteps, (per_rank,), generator=gen, device=device)
-        xt = ddpm.add_noise(x0, noise, t)
-        loss = torch.nn.functional.mse_loss(net(xt, t, y), noise)
+        loss = objective.loss(net, x0, noise, y, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
