@@ -82,7 +82,7 @@ extensions = [
 extensions.append(
     Extension(
         "immiscible_ops._auction_host",
-        ["csrc/host_emulation/module.cpp", "csrc/host_emulation/auction_host.cpp"],
+        ["csrc/host_emulation/module.cpp", "csrc/host_emulation/auction_host.cpp", GLIBC_COMPAT],
         include_dirs=[str(ROOT / "csrc")],
         depends=sources("csrc/host_emulation", ".h") + ["csrc/cuda/auction.cuh", "csrc/cuda/launch_config.h"],
         extra_compile_args=["-O2", "-std=c++20", "-pthread", "-fvisibility=hidden", "-Wno-unknown-pragmas"],
