@@ -291,6 +291,28 @@ __device__ __forceinline__ void append(int* list, int* count, int row) {
   list[atomicAdd(count, 1)] = row;
 }
 
+// One bidding pass of a round, shared by the forward (rows) and reverse (columns) stages: each
+// bidder's best/second best is scanned by a warp, or by a whole block when a grid has fewer
+// bidders than blocks, and one thread places the result.
+template <class G, class Scan, class Place>
+__device__ __forceinline__ void for_each_bidder(G g, const int* list, int bidders, Scan scan,
+                                                Place place) {
+  if (g.blocks() > 1 && bidders <= g.blocks()) {
+    for (int k = g.block(); k < bidders; k += g.blocks()) {
+      const int who = list[k];
+      const Best b = block_merge(scan(who, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x)));
+      if (threadIdx.x == 0) place(who, b);
+    }
+  } else {
+    const int lane = threadIdx.x % kWarpSize;
+    for (int k = g.warp(); k < bidders; k += g.warps()) {
+      const int who = list[k];
+      const Best b = warp_merge(scan(who, lane, kWarpSize));
+      if (lane == 0) place(who, b);
+    }
+  }
+}
+
 // Forward stage of a phase at `eps`: from an empty assignment, the rows bid until each holds a
 // column. Returns false if the round cap was hit (the caller then completes the assignment
 // greedily). Adds the rounds it ran to *rounds_run (a register; only the host emulation reads
@@ -324,22 +346,13 @@ __device__ bool forward_stage(G g, const Prepared& pc, const State& s, float eps
     const int* list = s.list(parity);
     unsigned long long* key = s.key(parity);
 
-    // Bid. A grid with fewer bidders than blocks gives each bidder a whole block.
-    if (g.blocks() > 1 && bidders <= g.blocks()) {
-      for (int k = g.block(); k < bidders; k += g.blocks()) {
-        const int row = list[k];
-        const Best b =
-            block_merge(scan_columns(pc, pc.row(row), s.price(), threadIdx.x, blockDim.x));
-        if (threadIdx.x == 0) place_bid(s, key, row, b, eps);
-      }
-    } else {
-      const int lane = threadIdx.x % kWarpSize;
-      for (int k = g.warp(); k < bidders; k += g.warps()) {
-        const int row = list[k];
-        const Best b = warp_merge(scan_columns(pc, pc.row(row), s.price(), lane, kWarpSize));
-        if (lane == 0) place_bid(s, key, row, b, eps);
-      }
-    }
+    // Bid.
+    for_each_bidder(
+        g, list, bidders,
+        [&](int row, int begin, int stride) {
+          return scan_columns(pc, pc.row(row), s.price(), begin, stride);
+        },
+        [&](int row, const Best& b) { place_bid(s, key, row, b, eps); });
     g.sync();
 
     // Resolve: each bid-on column takes its best bidder; losers and evicted owners bid again.
@@ -403,20 +416,10 @@ __device__ bool reverse_stage(G g, const Prepared& pc, const State& s, float eps
     unsigned long long* key = s.key(parity);
 
     // Offer, against the row values at the start of the round.
-    if (g.blocks() > 1 && bidders <= g.blocks()) {
-      for (int k = g.block(); k < bidders; k += g.blocks()) {
-        const int col = list[k];
-        const Best b = block_merge(scan_rows(pc, s, col, threadIdx.x, blockDim.x));
-        if (threadIdx.x == 0) place_offer(pc, s, key, col, b, eps, lambda);
-      }
-    } else {
-      const int lane = threadIdx.x % kWarpSize;
-      for (int k = g.warp(); k < bidders; k += g.warps()) {
-        const int col = list[k];
-        const Best b = warp_merge(scan_rows(pc, s, col, lane, kWarpSize));
-        if (lane == 0) place_offer(pc, s, key, col, b, eps, lambda);
-      }
-    }
+    for_each_bidder(
+        g, list, bidders,
+        [&](int col, int begin, int stride) { return scan_rows(pc, s, col, begin, stride); },
+        [&](int col, const Best& b) { place_offer(pc, s, key, col, b, eps, lambda); });
     g.sync();
 
     // Resolve: each row takes its cheapest offer; the winning column takes the row at its
