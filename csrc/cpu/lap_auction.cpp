@@ -71,20 +71,19 @@ PreparedCost prepare(const double* cost, int64_t n, int64_t m) {
 class Auction {
  public:
   Auction(const std::vector<double>& cost, int64_t n, int64_t m)
-      : c_(cost), n_(n), m_(m), price_(m, 0.0), owner_(m, -1), x_(n, -1) {}
+      : c_(cost), n_(n), m_(m), price_(m, 0.0), owner_(m, -1), x_(n, -1), row_best_(n, kInf) {}
 
   // One phase at eps: forward bids until every row holds a column, then reverse bids from
   // unassigned columns priced above lambda, then those columns are levelled to lambda.
   void run_phase(double eps) {
     // Keep every row that already meets eps-CS at the new eps; a full reset made rows re-fight
     // for tied columns in eps-sized steps (all-equal 1024x1024: 260 ms vs 5 ms exact).
+    // row_best_ holds min_j (c_ij + p_j) from the last duality gap (prices have not moved since),
+    // so the test costs no pass over the matrix.
     std::vector<int64_t> queue;
     for (int64_t i = n_ - 1; i >= 0; --i) {
       if (x_[i] >= 0) {
-        const double* ci = &c_[i * m_];
-        double best = kInf;
-        for (int64_t j = 0; j < m_; ++j) best = std::min(best, ci[j] + price_[j]);
-        if (ci[x_[i]] + price_[x_[i]] <= best + eps) continue;
+        if (c_[i * m_ + x_[i]] + price_[x_[i]] <= row_best_[i] + eps) continue;
         owner_[x_[i]] = -1;
         x_[i] = -1;
       }
@@ -103,6 +102,7 @@ class Auction {
       const double* ci = &c_[i * m_];
       double best = kInf;
       for (int64_t j = 0; j < m_; ++j) best = std::min(best, ci[j] + price_[j]);
+      row_best_[i] = best;
       dual += best;
       primal += ci[x_[i]];
     }
@@ -113,6 +113,7 @@ class Auction {
     }
     dual += static_cast<double>(m_ - n_) * lowest;
     for (int64_t j = 0; j < m_; ++j) price_[j] -= lowest;
+    for (int64_t i = 0; i < n_; ++i) row_best_[i] -= lowest;
     return primal - dual;
   }
 
@@ -197,6 +198,7 @@ class Auction {
   int64_t n_, m_;
   std::vector<double> price_;
   std::vector<int64_t> owner_, x_;
+  std::vector<double> row_best_;  // min_j (c_ij + p_j) at the last gap; +inf before the first
 };
 
 }  // namespace
