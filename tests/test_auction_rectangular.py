@@ -1,5 +1,9 @@
 """CPU forward/reverse auction on rectangular costs (n < m, no dummy rows) against scipy."""
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -23,8 +27,12 @@ def rectangular_cost(kind, n, m, gen):
         return torch.randint(0, 4, (n, m), generator=gen).double()
     if kind == "equal":
         return torch.full((n, m), 3.0, dtype=torch.float64)
-    if kind == "offset":
+    if kind == "offset":  # bid on a shifted copy
         return 1e6 + torch.rand(n, m, generator=gen, dtype=torch.float64)
+    if kind == "distance":  # bid in place: an offset of a few ranges, as cdist costs have
+        return 60.0 + 40.0 * torch.rand(n, m, generator=gen, dtype=torch.float64)
+    if kind == "negative":
+        return torch.rand(n, m, generator=gen, dtype=torch.float64) * 10.0 - 5.0
     raise AssertionError(kind)
 
 
@@ -36,12 +44,35 @@ def assert_auction_optimal(cost, exact):
     assert got <= best + tol, (got, best)
 
 
-@pytest.mark.parametrize("kind", ["uniform", "integer", "ties", "equal", "offset"])
+@pytest.mark.parametrize("kind", ["uniform", "integer", "ties", "equal", "offset", "distance",
+                                  "negative"])
 @pytest.mark.parametrize("shape", [(17, 18), (13, 26), (24, 96), (9, 576), (1, 7), (1, 1), (5, 5)])
 def test_rectangular_auction_matches_scipy(kind, shape):
     gen = torch.Generator().manual_seed(torch.seed())
     cost = rectangular_cost(kind, *shape, gen)
     assert_auction_optimal(cost, exact=kind in ("integer", "ties", "equal"))
+
+
+def test_bidding_war_hands_over_to_exact_solver():
+    # A work budget of a fifth of a pass over the matrix runs out in the first phase; the exact
+    # solver must then return the optimum (the budget is read once per process).
+    script = textwrap.dedent("""
+        import torch, immiscible_ops as io
+        from scipy.optimize import linear_sum_assignment
+        gen = torch.Generator().manual_seed(3)
+        for n, m in [(64, 256), (40, 40)]:
+            cost = torch.randint(0, 4, (n, m), generator=gen).double()
+            cost[0, :m // 2] = float("inf")
+            out = io.linear_assignment(cost, solver="auction")
+            rows, cols = linear_sum_assignment(cost.numpy())
+            assert len(set(out.tolist())) == n
+            assert float(cost[torch.arange(n), out].sum()) == float(cost.numpy()[rows, cols].sum())
+        print("ok")
+    """)
+    env = dict(os.environ, IMMISCIBLE_AUCTION_MAX_PASSES="0.2")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
 def test_rectangular_forbidden_feasible():
