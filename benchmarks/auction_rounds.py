@@ -7,6 +7,7 @@ csrc/host_emulation/dummy_row_rounds.cpp (round-for-round equal to the emulated 
 shapes it could finish; see docs/PERF.md). Rounds do not depend on the device.
 
     python benchmarks/auction_rounds.py --shapes 64x4096 256x1024 1024x4096
+    python benchmarks/auction_rounds.py --shapes 256x256 256x1024 --kinds int equal
 """
 
 import argparse
@@ -28,6 +29,10 @@ def workload(kind: str, n: int, m: int, dim: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(1000 * n + m)
     if kind == "uniform":
         return torch.rand(n, m, generator=g)
+    if kind == "int":  # tie-heavy: integers 0..3
+        return torch.randint(0, 4, (n, m), generator=g).float()
+    if kind == "equal":
+        return torch.ones(n, m)
     # the immiscible pool: images against a larger pool of noise, distances through fp16
     images = 0.5 * torch.randn(n, dim, generator=g)
     noise = torch.randn(m, dim, generator=g)
@@ -37,7 +42,8 @@ def workload(kind: str, n: int, m: int, dim: int) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shapes", nargs="+", default=["64x4096", "256x1024"])
-    parser.add_argument("--kinds", nargs="+", default=["uniform", "pool"])
+    parser.add_argument("--kinds", nargs="+", default=["uniform", "pool"],
+                        choices=["uniform", "pool", "int", "equal"])
     parser.add_argument("--dim", type=int, default=4096)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp())

@@ -54,6 +54,7 @@ struct PreparedCost {
   double penalty = kInf;            // cost given to forbidden pairs (+inf: none)
   double range = 0.0;               // max - min over finite entries
   bool integral = true;             // every finite entry an integer
+  int64_t tied_row_minima = 0;      // rows whose smallest entry occurs more than once
 };
 
 PreparedCost prepare(const double* cost, int64_t n, int64_t m) {
@@ -73,6 +74,11 @@ PreparedCost prepare(const double* cost, int64_t n, int64_t m) {
     if (std::abs(c) < 0x1p52 && static_cast<double>(static_cast<int64_t>(c)) != c) {
       p.integral = false;
     }
+  }
+  for (int64_t i = 0; p.integral && i < n; ++i) {  // only integer costs start by this count
+    const double* row = cost + i * m;
+    const double row_min = *std::min_element(row, row + m);
+    p.tied_row_minima += std::count(row, row + m, row_min) > 1;
   }
   if (lo == kInf) lo = hi = 0.0;  // everything forbidden: any answer is infeasible
   p.range = hi - lo;
@@ -286,9 +292,14 @@ LapStatus solve_lap_auction(const double* cost, int64_t n, int64_t m, double tol
   // optimum: eps never needs to go lower.
   const double eps_floor = prepared.integral ? 0.5 / static_cast<double>(n)
                                              : std::max(prepared.range, 1.0) * 1e-15;
-  // With every finite cost equal (range 0) any eps-CS assignment at the floor is optimal: a
-  // coarse first phase would only leave a price step that later phases must bid away.
-  double eps = prepared.range > 0.0 ? std::max(prepared.range / 4.0, eps_floor) : eps_floor;
+  // Integer costs with few distinct values (most rows' minimum tied, all-equal costs included)
+  // start at the floor: coarse phases there only leave price steps that later phases must bid
+  // away in eps-sized steps (integers 0..3 at 1024 x 1024: 7.5 ms from range/4, 2.4 ms from the
+  // floor). With many distinct values the floor would start a bidding war instead (integers
+  // 0..999: 59 ms against 31 ms), and eps-scaling starts at a quarter of the range.
+  const bool few_values = prepared.integral && 4 * prepared.tied_row_minima > 3 * n;
+  double eps = few_values || prepared.range == 0.0 ? eps_floor
+                                                    : std::max(prepared.range / 4.0, eps_floor);
   for (;;) {
     if (!auction.run_phase(eps)) return solve_lap_exact(cost, n, m, row_to_col);
     const double gap = auction.duality_gap_and_shift();
