@@ -151,7 +151,8 @@ def test_rectangular_rounds_do_not_explode(gen):
 def test_tie_heavy_rounds_do_not_explode(group, gen):
     """Issue 11: on costs with few distinct values a jump to a tiny eps started a bidding war in
     eps-sized steps (all-equal 64x64: 55681 rounds, integers 0..3: 537-1214). The schedule now
-    divides eps by 7 when most bids tied, and stops at eps 0.5/N on integer costs."""
+    divides eps by 7 when most bids tied, stops at eps 0.5/N on integer costs, and starts there
+    when row minima repeat (few distinct values)."""
     equal = torch.ones(2, 64, 64)
     row_to_col, status, rounds = auction_on_host(equal, group=group, return_rounds=True)
     check(equal, row_to_col, status, integral=True)
@@ -159,7 +160,7 @@ def test_tie_heavy_rounds_do_not_explode(group, gen):
     ints = torch.randint(0, 4, (3, 64, 64), generator=gen).float()
     row_to_col, status, rounds = auction_on_host(ints, group=group, return_rounds=True)
     check(ints, row_to_col, status, integral=True)
-    assert int(rounds.max()) < 400, rounds.tolist()
+    assert int(rounds.max()) < 200, rounds.tolist()
 
 
 @pytest.mark.parametrize("group", GROUPS)

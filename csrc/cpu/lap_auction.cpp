@@ -42,6 +42,7 @@ using kernels::take_two_smallest;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kEpsDivisor = 7.0;
 constexpr double kDefaultMaxPasses = 64.0;
+constexpr int64_t kFewValuesMultiplicity = 8;
 
 // Entries farther than this many cost ranges from zero are shifted (in a copy) before bidding,
 // so that prices and eps stay resolvable next to them in float64.
@@ -54,7 +55,7 @@ struct PreparedCost {
   double penalty = kInf;            // cost given to forbidden pairs (+inf: none)
   double range = 0.0;               // max - min over finite entries
   bool integral = true;             // every finite entry an integer
-  int64_t tied_row_minima = 0;      // rows whose smallest entry occurs more than once
+  int64_t at_row_minima = 0;        // integer costs: entries equal to their row's minimum
 };
 
 PreparedCost prepare(const double* cost, int64_t n, int64_t m) {
@@ -78,7 +79,7 @@ PreparedCost prepare(const double* cost, int64_t n, int64_t m) {
   for (int64_t i = 0; p.integral && i < n; ++i) {  // only integer costs start by this count
     const double* row = cost + i * m;
     const double row_min = *std::min_element(row, row + m);
-    p.tied_row_minima += std::count(row, row + m, row_min) > 1;
+    p.at_row_minima += std::count(row, row + m, row_min);
   }
   if (lo == kInf) lo = hi = 0.0;  // everything forbidden: any answer is infeasible
   p.range = hi - lo;
@@ -292,12 +293,14 @@ LapStatus solve_lap_auction(const double* cost, int64_t n, int64_t m, double tol
   // optimum: eps never needs to go lower.
   const double eps_floor = prepared.integral ? 0.5 / static_cast<double>(n)
                                              : std::max(prepared.range, 1.0) * 1e-15;
-  // Integer costs with few distinct values (most rows' minimum tied, all-equal costs included)
-  // start at the floor: coarse phases there only leave price steps that later phases must bid
-  // away in eps-sized steps (integers 0..3 at 1024 x 1024: 7.5 ms from range/4, 2.4 ms from the
-  // floor). With many distinct values the floor would start a bidding war instead (integers
-  // 0..999: 59 ms against 31 ms), and eps-scaling starts at a quarter of the range.
-  const bool few_values = prepared.integral && 4 * prepared.tied_row_minima > 3 * n;
+  // Integer costs with few distinct values (a row's minimum occurs kFewValuesMultiplicity times
+  // or more on average; all-equal costs included) start at the floor: coarse phases there only
+  // leave price steps that later phases must bid away in eps-sized steps (integers 0..3 at
+  // 1024 x 1024: 7.5 ms from range/4, 2.4 ms from the floor). With many distinct values the
+  // floor would start a bidding war instead (integers 0..999: 59 ms against 31 ms), and
+  // eps-scaling starts at a quarter of the range.
+  const bool few_values =
+      prepared.integral && prepared.at_row_minima >= kFewValuesMultiplicity * n;
   double eps = few_values || prepared.range == 0.0 ? eps_floor
                                                     : std::max(prepared.range / 4.0, eps_floor);
   for (;;) {

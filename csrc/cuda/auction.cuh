@@ -45,6 +45,8 @@ namespace immiscible::cuda {
 constexpr int kWarpSize = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr float kEpsDivisor = 7.0f;
+// Integer costs whose row minima occur this often on average start eps at its floor.
+constexpr int64_t kFewValuesMultiplicity = 8;
 constexpr int kMaxPhases = 64;
 // 2^-21 of the cost range: a few float32 ulps of the largest price, below which a price step
 // would round away.
@@ -470,6 +472,21 @@ __device__ __forceinline__ float next_eps(float eps, double gap, int n, int m, i
   return fmaxf(from / kEpsDivisor, eps_floor);
 }
 
+// How many entries equal their row's minimum, summed over the rows (each counted by a warp).
+template <class G>
+__device__ int64_t entries_at_row_minima(G g, const float* cost, int n, int m, double* partials) {
+  const int lane = threadIdx.x % kWarpSize;
+  int64_t at_minima = 0;  // this lane's part
+  for (int i = g.warp(); i < n; i += g.warps()) {
+    const float* row = cost + static_cast<int64_t>(i) * m;
+    float row_min = INFINITY;
+    for (int j = lane; j < m; j += kWarpSize) row_min = fminf(row_min, __ldg(row + j));
+    row_min = warp_reduce(row_min, MinOp{});
+    for (int j = lane; j < m; j += kWarpSize) at_minima += __ldg(row + j) == row_min;
+  }
+  return group_reduce(g, at_minima, SumOp{}, int64_t{0}, partials);
+}
+
 // Solves one problem with group g; writes row_to_col [N] and *status, and the bidding rounds
 // it ran to rounds [2] (forward, reverse) unless that is nullptr (the CUDA kernels pass nullptr,
 // so the counter compiles away there).
@@ -513,9 +530,17 @@ __device__ void solve_problem(G g, const float* cost, int n, int m, float tol, b
   // optimum: eps never needs to go lower.
   const float eps_floor = fmaxf(scale * kEpsFloorScale,
                                 integral == 1.0f ? 0.5f / static_cast<float>(n) : 0.0f);
-  // With every finite cost equal (range 0) any eps-CS assignment at the floor is optimal: a
-  // coarse first phase would only leave a price step that later phases must bid away.
-  float eps = range > 0.0f ? fmaxf(scale / 4.0f, eps_floor) : eps_floor;
+  // Integer costs with few distinct values start at the floor, as in the CPU twin: coarse phases
+  // only leave price steps that later phases bid away in eps-sized steps (emulated integers
+  // 0..3 at 256 x 256: 755 rounds from range/4, 21 from the floor); with many distinct values
+  // the floor would start a bidding war (integers 0..999: 14372 rounds against 1008). With
+  // every finite cost equal (range 0) any eps-CS assignment at the floor is optimal.
+  bool start_at_floor = range == 0.0f;
+  if (integral == 1.0f && range > 0.0f) {
+    start_at_floor =
+        entries_at_row_minima(g, cost, n, m, partials) >= kFewValuesMultiplicity * int64_t{n};
+  }
+  float eps = start_at_floor ? eps_floor : fmaxf(scale / 4.0f, eps_floor);
   bool complete = true;
   int forward_rounds = 0, reverse_rounds = 0;
   for (int phase = 0; phase < kMaxPhases; ++phase) {
