@@ -170,8 +170,10 @@ def test_property_optimal_permutation(n, extra, values, solver, seed):
     assert abs(excess) <= (1e-9 if solver == "exact" or values == "int" else auction_tol(cost))
 
 
-def test_portable_loops_match_avx2(tmp_path, gen):
-    """The scalar fallback (CPUs without AVX2) gives the same columns as the AVX2 kernels."""
+@pytest.mark.parametrize("solver", ["exact", "auction"])
+def test_portable_loops_match_avx2(solver, tmp_path, gen):
+    """The scalar fallback (CPUs without AVX2) gives the same columns as the AVX2 kernels (the
+    auction's bids and duality gap scan rows with the exact solver's kernels)."""
     import os
     import subprocess
     import sys
@@ -182,14 +184,14 @@ def test_portable_loops_match_avx2(tmp_path, gen):
     script = (
         "import sys, torch, immiscible_ops as io\n"
         "costs = torch.load(sys.argv[1])\n"
-        "torch.save([io.linear_assignment(c) for c in costs], sys.argv[2])\n"
+        "torch.save([io.linear_assignment(c, solver=sys.argv[3]) for c in costs], sys.argv[2])\n"
     )
     env = {**os.environ, "IMMISCIBLE_DISABLE_AVX2": "1"}
-    subprocess.run([sys.executable, "-c", script, str(tmp_path / "costs.pt"), str(tmp_path / "out.pt")],
-                   env=env, check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "costs.pt"), str(tmp_path / "out.pt"),
+                    solver], env=env, check=True, timeout=120)
     portable = torch.load(tmp_path / "out.pt")
     for cost, cols in zip(costs, portable):
-        assert torch.equal(cols, io.linear_assignment(cost))
+        assert torch.equal(cols, io.linear_assignment(cost, solver=solver))
 
 
 def test_exact_on_many_small_tied_problems(gen):

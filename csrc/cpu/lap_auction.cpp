@@ -37,7 +37,6 @@
 namespace immiscible::cpu {
 namespace {
 
-using kernels::take_two_smallest;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kEpsDivisor = 7.0;
@@ -106,7 +105,7 @@ class Auction {
   // work_budget: cost entries the bids may read in all (a forward bid reads a row of m, a
   // reverse bid a column of n); a phase that would exceed it stops and reports false.
   Auction(const double* cost, int64_t n, int64_t m, double work_budget)
-      : c_(cost), n_(n), m_(m), price_(m, 0.0), owner_(m, -1), x_(n, -1), row_best_(n, kInf),
+      : c_(cost), n_(n), m_(m), v_(m, 0.0), owner_(m, -1), x_(n, -1), row_best_(n, kInf),
         work_left_(work_budget) {}
 
   // One phase at eps: forward bids until every row holds a column, then reverse bids from
@@ -121,7 +120,7 @@ class Auction {
     std::vector<int64_t> queue;
     for (int64_t i = n_ - 1; i >= 0; --i) {
       if (x_[i] >= 0) {
-        if (c_[i * m_ + x_[i]] + price_[x_[i]] <= row_best_[i] + eps) continue;
+        if (c_[i * m_ + x_[i]] + price(x_[i]) <= row_best_[i] + eps) continue;
         owner_[x_[i]] = -1;
         x_[i] = -1;
       }
@@ -143,19 +142,20 @@ class Auction {
     double primal = 0.0, dual = 0.0;
     for (int64_t i = 0; i < n_; ++i) {
       const double* ci = &c_[i * m_];
-      double best = kInf;
-      for (int64_t j = 0; j < m_; ++j) best = std::min(best, ci[j] + price_[j]);
+      double best, second;
+      int64_t best_j;
+      two_smallest(ci, best, second, best_j);
       row_best_[i] = best;
       dual += best;
       primal += ci[x_[i]];
     }
     double lowest = kInf;
     for (int64_t j = 0; j < m_; ++j) {
-      dual -= price_[j];
-      lowest = std::min(lowest, price_[j]);
+      dual -= price(j);
+      lowest = std::min(lowest, price(j));
     }
     dual += static_cast<double>(m_ - n_) * lowest;
-    for (int64_t j = 0; j < m_; ++j) price_[j] -= lowest;
+    for (int64_t j = 0; j < m_; ++j) v_[j] += lowest;
     for (int64_t i = 0; i < n_; ++i) row_best_[i] -= lowest;
     return primal - dual;
   }
@@ -169,6 +169,18 @@ class Auction {
   const std::vector<int64_t>& assignment() const { return x_; }
 
  private:
+  double price(int64_t j) const { return -v_[j]; }
+
+  // Smallest and second-smallest c_ij + p_j over j (second == best on a tie), best at its first
+  // column: the AVX2 loop where the CPU has it.
+  void two_smallest(const double* ci, double& best, double& second, int64_t& best_j) const {
+    if (kernels::has_avx2()) {
+      kernels::two_smallest_avx2(ci, v_.data(), m_, best, second, best_j);
+    } else {
+      kernels::two_smallest_scalar(ci, v_.data(), m_, best, second, best_j);
+    }
+  }
+
   bool forward_stage(double eps, std::vector<int64_t>& queue) {
     while (!queue.empty()) {
       if ((work_left_ -= static_cast<double>(m_)) < 0.0) return false;
@@ -177,13 +189,13 @@ class Auction {
       ++bids_;
       const double* ci = &c_[i * m_];
       // Min-cost form: a row wants the column of least cost + price.
-      double best = kInf, second = kInf;
-      int64_t best_j = 0;
-      for (int64_t j = 0; j < m_; ++j) take_two_smallest(ci[j] + price_[j], j, best, second, best_j);
+      double best, second;
+      int64_t best_j;
+      two_smallest(ci, best, second, best_j);
       if (second == best) ++tied_bids_;
       // With one column the increment is arbitrary; eps keeps it finite.
       const double increment = (second == kInf ? 0.0 : second - best) + eps;
-      price_[best_j] += increment;
+      v_[best_j] -= increment;
       const int64_t previous = owner_[best_j];
       owner_[best_j] = i;
       x_[i] = best_j;
@@ -200,14 +212,14 @@ class Auction {
   bool reverse_stage(double eps) {
     double lambda = kInf;
     for (int64_t j = 0; j < m_; ++j) {
-      if (owner_[j] >= 0) lambda = std::min(lambda, price_[j]);
+      if (owner_[j] >= 0) lambda = std::min(lambda, price(j));
     }
     std::vector<int64_t> bidders;
     for (int64_t j = m_ - 1; j >= 0; --j) {
-      if (owner_[j] < 0 && price_[j] > lambda) bidders.push_back(j);
+      if (owner_[j] < 0 && price(j) > lambda) bidders.push_back(j);
     }
     std::vector<double> value(n_);
-    for (int64_t i = 0; i < n_; ++i) value[i] = c_[i * m_ + x_[i]] + price_[x_[i]];
+    for (int64_t i = 0; i < n_; ++i) value[i] = c_[i * m_ + x_[i]] + price(x_[i]);
     while (!bidders.empty()) {
       if ((work_left_ -= static_cast<double>(n_)) < 0.0) return false;
       const int64_t j = bidders.back();
@@ -225,27 +237,29 @@ class Auction {
         }
       }
       if (beta1 - eps <= lambda) {
-        price_[j] = lambda;  // retires: no row would take it above lambda
+        v_[j] = -lambda;  // retires: no row would take it above lambda
         continue;
       }
-      price_[j] = std::max(lambda, beta2 - eps);
+      v_[j] = -std::max(lambda, beta2 - eps);
       const int64_t k = x_[best_i];
       owner_[k] = -1;
       owner_[j] = best_i;
       x_[best_i] = j;
-      value[best_i] = c_[best_i * m_ + j] + price_[j];
-      if (price_[k] > lambda) bidders.push_back(k);
+      value[best_i] = c_[best_i * m_ + j] + price(j);
+      if (price(k) > lambda) bidders.push_back(k);
     }
     // Level: raising an unassigned column's price never breaks eps-CS.
     for (int64_t j = 0; j < m_; ++j) {
-      if (owner_[j] < 0) price_[j] = lambda;
+      if (owner_[j] < 0) v_[j] = -lambda;
     }
     return true;
   }
 
   const double* c_;
   int64_t n_, m_;
-  std::vector<double> price_;
+  // Prices, negated: v_j = -p_j, so that c_ij + p_j = c_ij - v_j is what the exact solver's
+  // vector kernels scan (negation is exact: the same values as c + p).
+  std::vector<double> v_;
   std::vector<int64_t> owner_, x_;
   std::vector<double> row_best_;  // min_j (c_ij + p_j) at the last gap; +inf before the first
   double work_left_;
