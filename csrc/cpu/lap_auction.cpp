@@ -59,27 +59,11 @@ struct PreparedCost {
 
 PreparedCost prepare(const double* cost, int64_t n, int64_t m) {
   PreparedCost p;
-  double lo = kInf, hi = -kInf;
-  bool forbidden = false;
-  for (int64_t k = 0; k < n * m; ++k) {
-    const double c = cost[k];
-    if (c == kInf) {
-      forbidden = true;
-      continue;
-    }
-    lo = std::min(lo, c);
-    hi = std::max(hi, c);
-    // Every double of magnitude >= 2^52 is an integer; below, the int64 round trip is exact
-    // and far cheaper than a libm rounding call per entry.
-    if (std::abs(c) < 0x1p52 && static_cast<double>(static_cast<int64_t>(c)) != c) {
-      p.integral = false;
-    }
-  }
-  for (int64_t i = 0; p.integral && i < n; ++i) {  // only integer costs start by this count
-    const double* row = cost + i * m;
-    const double row_min = *std::min_element(row, row + m);
-    p.at_row_minima += std::count(row, row + m, row_min);
-  }
+  const kernels::CostStats stats = kernels::has_avx2() ? kernels::cost_stats_avx2(cost, n * m)
+                                                       : kernels::cost_stats_scalar(cost, n * m);
+  double lo = stats.lo, hi = stats.hi;
+  const bool forbidden = stats.any_inf;
+  p.integral = stats.integral;
   if (lo == kInf) lo = hi = 0.0;  // everything forbidden: any answer is infeasible
   p.range = hi - lo;
   if (!forbidden && std::abs(lo) <= kMaxOffsetInRanges * std::max(p.range, 1.0)) {

@@ -1,5 +1,9 @@
 #include "cpu/lap_exact_kernels.h"
 
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -164,6 +168,50 @@ IMMISCIBLE_AVX2 int64_t relax_avx2(const double* c, const double* v, double* liv
   fold_lanes(best, best_j, min_d, arg);
   for (; j < m; ++j) relax_one(c, v, live, pred, j, row, h, min_d, arg);
   return arg < m ? arg : 0;
+}
+
+namespace {
+
+void add_to_stats(double c, CostStats& s) {
+  if (c == kInf) {
+    s.any_inf = true;
+    return;
+  }
+  s.lo = std::min(s.lo, c);
+  s.hi = std::max(s.hi, c);
+  if (std::floor(c) != c) s.integral = false;
+}
+
+}  // namespace
+
+CostStats cost_stats_scalar(const double* c, int64_t count) {
+  CostStats s{kInf, -kInf, false, true};
+  for (int64_t k = 0; k < count; ++k) add_to_stats(c[k], s);
+  return s;
+}
+
+IMMISCIBLE_AVX2 CostStats cost_stats_avx2(const double* c, int64_t count) {
+  const __m256d inf = _mm256_set1_pd(kInf), minus_inf = _mm256_set1_pd(-kInf);
+  __m256d lo = inf, hi = minus_inf, any_inf = _mm256_setzero_pd(), fraction = any_inf;
+  int64_t k = 0;
+  for (; k + kLanes <= count; k += kLanes) {
+    const __m256d x = _mm256_loadu_pd(c + k);
+    const __m256d is_inf = _mm256_cmp_pd(x, inf, _CMP_EQ_OQ);
+    any_inf = _mm256_or_pd(any_inf, is_inf);
+    lo = _mm256_min_pd(lo, x);  // +inf never lowers it
+    hi = _mm256_max_pd(hi, _mm256_blendv_pd(x, minus_inf, is_inf));
+    fraction = _mm256_or_pd(fraction, _mm256_cmp_pd(x, _mm256_floor_pd(x), _CMP_NEQ_OQ));
+  }
+  double lanes_lo[kLanes], lanes_hi[kLanes];
+  _mm256_storeu_pd(lanes_lo, lo);
+  _mm256_storeu_pd(lanes_hi, hi);
+  CostStats s{kInf, -kInf, _mm256_movemask_pd(any_inf) != 0, _mm256_movemask_pd(fraction) == 0};
+  for (int l = 0; l < kLanes; ++l) {
+    s.lo = std::min(s.lo, lanes_lo[l]);
+    s.hi = std::max(s.hi, lanes_hi[l]);
+  }
+  for (; k < count; ++k) add_to_stats(c[k], s);
+  return s;
 }
 
 }  // namespace immiscible::cpu::kernels

@@ -45,4 +45,13 @@ int64_t relax_scalar(const double* c, const double* v, double* live, int64_t* pr
 int64_t relax_avx2(const double* c, const double* v, double* live, int64_t* pred, int64_t m,
                    int64_t row, double h, double& min_d);
 
+// The auction's first look at a cost matrix: smallest and largest finite entry (lo = +inf, hi =
+// -inf if there is none), whether any entry is +inf, whether every finite entry is an integer.
+struct CostStats {
+  double lo, hi;
+  bool any_inf, integral;
+};
+CostStats cost_stats_scalar(const double* c, int64_t count);
+CostStats cost_stats_avx2(const double* c, int64_t count);
+
 }  // namespace immiscible::cpu::kernels
