@@ -263,7 +263,7 @@ double max_passes() {
 }
 
 // eps for the next phase. Dividing by kEpsDivisor is the safe step. Jumping to the measured
-// gap / n skips phases (each costs a pass over the matrix for the gap) and pays off when a row
+// gap / n / kEpsDivisor (/ kEpsDivisor^2 where m >= 2n) skips phases (each costs a pass over the matrix for the gap) and pays off when a row
 // that loses a bid has free columns to go to (m >= 2n), or when the assignment is already far
 // better than eps guarantees (gap <= n eps / kEpsDivisor^2). When most bids tied (the costs have
 // few distinct values), or on a square problem whose gap is near its n eps bound, a big jump
@@ -272,10 +272,13 @@ double max_passes() {
 double next_eps(double eps, double gap, int64_t n, int64_t m, int64_t bids, int64_t tied_bids,
                 double eps_floor) {
   const double nd = static_cast<double>(n);
+  const bool free_columns = m >= 2 * n;
   const bool calm = 4 * tied_bids <= 3 * bids &&
-                    (m >= 2 * n || gap * kEpsDivisor * kEpsDivisor <= nd * eps);
-  const double from = calm ? std::min(eps, gap / nd) : eps;
-  return std::max(from / kEpsDivisor, eps_floor);
+                    (free_columns || gap * kEpsDivisor * kEpsDivisor <= nd * eps);
+  if (!calm) return std::max(eps / kEpsDivisor, eps_floor);
+  // With free columns the jump can go further: uniform 1024x4096 in 4 phases instead of 5.
+  const double divisor = free_columns ? kEpsDivisor * kEpsDivisor : kEpsDivisor;
+  return std::max(std::min(eps, gap / nd) / divisor, eps_floor);
 }
 
 }  // namespace
