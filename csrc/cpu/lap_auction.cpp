@@ -64,6 +64,11 @@ PreparedCost prepare(const double* cost, int64_t n, int64_t m) {
   double lo = stats.lo, hi = stats.hi;
   const bool forbidden = stats.any_inf;
   p.integral = stats.integral;
+  for (int64_t i = 0; p.integral && i < n; ++i) {  // only integer costs start by this count
+    const double* row = cost + i * m;
+    const double row_min = *std::min_element(row, row + m);
+    p.at_row_minima += std::count(row, row + m, row_min);
+  }
   if (lo == kInf) lo = hi = 0.0;  // everything forbidden: any answer is infeasible
   p.range = hi - lo;
   if (!forbidden && std::abs(lo) <= kMaxOffsetInRanges * std::max(p.range, 1.0)) {
