@@ -18,7 +18,8 @@
 //  * A phase ends with every row assigned and eps-complementary slackness, so the duality gap
 //    (primal minus the asymmetric dual bound, which has a (m - n) * min_j p_j term) is at most
 //    n*eps. The solver stops as soon as the measured gap is within tol, else lowers eps
-//    (next_eps: by 7, or straight to gap/n/7 when the last phase shows no sign of a bidding war).
+//    (next_eps: by 7, or straight to gap/n/7, gap/n/49 with m >= 2n, when the last phase shows
+//    no sign of a bidding war).
 //  * Bids have a work budget (64 passes over the matrix by default); an auction that runs out,
 //    a bidding war on some tie-heavy cost, hands the problem to the exact solver.
 //  * A new phase keeps every row whose column still meets eps-CS at the new eps and re-queues
@@ -36,7 +37,6 @@
 
 namespace immiscible::cpu {
 namespace {
-
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kEpsDivisor = 7.0;
@@ -268,9 +268,10 @@ double max_passes() {
 }
 
 // eps for the next phase. Dividing by kEpsDivisor is the safe step. Jumping to the measured
-// gap / n / kEpsDivisor (/ kEpsDivisor^2 where m >= 2n) skips phases (each costs a pass over the matrix for the gap) and pays off when a row
-// that loses a bid has free columns to go to (m >= 2n), or when the assignment is already far
-// better than eps guarantees (gap <= n eps / kEpsDivisor^2). When most bids tied (the costs have
+// gap / n / kEpsDivisor (/ kEpsDivisor^2 where m >= 2n) skips phases, each a pass over the
+// matrix for the gap, and pays off when a row that loses a bid has free columns to go to
+// (m >= 2n), or when the assignment is already far better than eps guarantees
+// (gap <= n eps / kEpsDivisor^2). When most bids tied (the costs have
 // few distinct values), or on a square problem whose gap is near its n eps bound, a big jump
 // starts a bidding war in eps-sized steps (integer costs 0..3 at 1024 x 1024: 1e6 bids, 190 ms
 // vs 9 ms in steps of 7; uniform square: 86k bids vs 7k).
@@ -294,7 +295,6 @@ LapStatus solve_lap_auction(const double* cost, int64_t n, int64_t m, double tol
   const PreparedCost prepared = prepare(cost, n, m);
   const double* c = prepared.cost;
   Auction auction(c, n, m, max_passes() * static_cast<double>(n) * static_cast<double>(m));
-  // Start coarse: one eps step above the cost range is the regime where auction is fast.
   // On integer costs a phase at eps = 0.5/n ends with gap <= 0.5 < 1, which proves the integer
   // optimum: eps never needs to go lower.
   const double eps_floor = prepared.integral ? 0.5 / static_cast<double>(n)
@@ -304,7 +304,7 @@ LapStatus solve_lap_auction(const double* cost, int64_t n, int64_t m, double tol
   // leave price steps that later phases must bid away in eps-sized steps (integers 0..3 at
   // 1024 x 1024: 7.5 ms from range/4, 2.4 ms from the floor). With many distinct values the
   // floor would start a bidding war instead (integers 0..999: 59 ms against 31 ms), and
-  // eps-scaling starts at a quarter of the range.
+  // eps-scaling starts coarse, at a quarter of the range, where the auction is fast.
   const bool few_values =
       prepared.integral && prepared.at_row_minima >= kFewValuesMultiplicity * n;
   double eps = few_values || prepared.range == 0.0 ? eps_floor
