@@ -4,8 +4,11 @@ Median of 3 runs in ms, one seed. "pool" is the immiscible noise pool: fp16 dist
 1024 images (0.5 N(0,1), D=4096) and a pool of 4096 noises. "squared" is the auction on the
 problem squared by hand with zero-cost rows, where that finishes in reasonable time.
 
-    python benchmarks/bench_auction_rect.py
+    python benchmarks/bench_auction_rect.py [--large]
+
+--large adds uniform 1024x65536 (M = 64 N; 512 MB of float64).
 """
+import argparse
 import statistics
 import time
 
@@ -37,9 +40,14 @@ def pool_cost(n, m, dim, gen):
 
 
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--large", action="store_true", help="add uniform 1024x65536")
+    args = parser.parse_args()
     gen = torch.Generator().manual_seed(0)
+    shapes = [(64, 256), (64, 4096), (256, 1024), (256, 16384), (1024, 4096)]
+    shapes += [(1024, 65536)] if args.large else []
     rows = [(f"uniform {n}x{m}", torch.rand(n, m, generator=gen, dtype=torch.float64))
-            for n, m in [(64, 256), (64, 4096), (256, 1024), (256, 16384), (1024, 4096)]]
+            for n, m in shapes]
     rows.append(("pool 1024x4096, D=4096, fp16", pool_cost(1024, 4096, 4096, gen)))
     rows.append(("int 0..3 1024x1024", torch.randint(0, 4, (1024, 1024), generator=gen).double()))
     rows.append(("all-equal 1024x1024", torch.ones(1024, 1024, dtype=torch.float64)))
