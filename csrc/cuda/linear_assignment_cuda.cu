@@ -23,6 +23,7 @@
 
 #include "cuda/auction.cuh"
 #include "cuda/launch_config.h"
+#include "stable_boxing.h"
 
 namespace immiscible::cuda {
 namespace {
@@ -189,7 +190,7 @@ DeviceInfo query_device(int device) {
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(immiscible, CUDA, m) {
-  m.impl("solve_batched", TORCH_BOX(&solve_batched_cuda));
+  m.impl("solve_batched", IMMISCIBLE_BOX(&solve_batched_cuda));
 }
 
 }  // namespace immiscible::cuda
