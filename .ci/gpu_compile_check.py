@@ -32,6 +32,7 @@ import json
 import multiprocessing
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -77,23 +78,25 @@ CUDA_VARIANTS = {"default": [], "min1": ["-DIMMISCIBLE_AUCTION_MIN_BLOCKS=1"]}
 #             and D = 1000 (ragged: padded to 1008, K tail masked); l2 (sqeuclidean differs only
 #             by the final sqrt); fp16 and fp8 on every target (fp8 is the fp16 kernel plus the
 #             scale on sm_80, e4m3 wgmma on sm_90), fp32 (the IEEE configs), l1 in fp32 and fp8;
-#             bf16 only with D = 1024 (same 2-byte tiles as fp16, compiled once to catch errors);
+#             bf16: its rounding kernel and one tile config (every config compiled to the same
+#             registers, spills and shared memory as fp16 on sm_80 and sm_90 in a --full run);
 #   knn       k = 1, 7, 64 (K_TILE 2, 8, 64), 512 (the largest tile), 513 and 4096 (past it:
-#             tiled over k), D = 1000, fp32; fp16 and bf16 at k = 64 (bf16 has its own rounding).
-# --full adds sqeuclidean, bf16 with ragged D, fp16/bf16 l1, more k and sm_100.
+#             tiled over k), D = 1000, fp32; bf16 at k = 64 (its own rounding code; fp16 is a
+#             plain cast).
+# An optional last element of a call limits it to the kernels whose "name config" matches.
+# --full adds sqeuclidean, all of bf16, fp16/bf16 l1, fp16 KNN, more k and sm_100.
 SUBSET = {
     "distance": [  # (metric, precision, input dtype, D)
         ("l2", "fp16", "float32", 1024), ("l2", "fp16", "float32", 1000),
         ("l2", "fp8", "float32", 1024), ("l2", "fp8", "float32", 1000),
         ("l2", "fp32", "float32", 1024), ("l2", "fp32", "float32", 1000),
-        ("l2", "bf16", "float32", 1024),
+        ("l2", "bf16", "float32", 1024, r"_prepare_rows|_sqdist_kernel 64x64x64"),
         ("l1", "fp32", "float32", 1024), ("l1", "fp32", "float32", 1000),
         ("l1", "fp8", "float32", 1000),
     ],
     "knn": [  # (k, input dtype, D)
         (1, "float32", 1000), (7, "float32", 1000), (64, "float32", 1000), (512, "float32", 1000),
-        (513, "float32", 1000), (4096, "float32", 1000),
-        (64, "float16", 1000), (64, "bfloat16", 1000),
+        (513, "float32", 1000), (4096, "float32", 1000), (64, "bfloat16", 1000),
     ],
     "targets": [80, 90],
 }
@@ -102,8 +105,8 @@ FULL = {
                  for metric in ("l2", "sqeuclidean", "l1")
                  for precision in ("fp32", "fp16", "bf16", "fp8")
                  for d in (1024, 1000)] + [("l2", "fp16", "float16", 1000)],
-    "knn": [(k, dt, 1000) for k in (1, 2, 7, 16, 64, 100, 256, 512, 513, 1024, 4096)
-            for dt in ("float32",)] + [(64, "float16", 1000), (64, "bfloat16", 1000)],
+    "knn": [(k, "float32", 1000) for k in (1, 2, 7, 16, 64, 100, 256, 512, 513, 1024, 4096)]
+           + [(64, "float16", 1000), (64, "bfloat16", 1000)],
     "targets": [80, 90, 100],
 }
 N_ROWS = 1024
@@ -179,8 +182,11 @@ def collect_triton(plan):
     for cap in plan["targets"]:
         target = GPUTarget("cuda", cap, 32)
 
-        def record(kernel, grid, args, kwargs, case):
+        def record(kernel, grid, args, kwargs, case, only=None):
             for fn, kw, cfg in _expand(kernel, args, kwargs):
+                label = cfg or _fixed_label(fn.__name__, kw)
+                if only and not re.search(only, f"{fn.__name__} {label}"):
+                    continue
                 sig, constexprs, attrs, options = _specialize(fn, target, args, kw)
                 key = (fn.__name__, cap, repr(sorted(sig.items())), repr(sorted(constexprs.items())),
                        repr(sorted(attrs.items())), options["num_warps"], options["num_stages"])
@@ -188,18 +194,18 @@ def collect_triton(plan):
                     seen[key]["cases"].append(case)
                     continue
                 job = {"fn": _jit_name(fn), "kernel": fn.__name__, "target": cap,
-                       "config": cfg or _fixed_label(fn.__name__, kw), "cases": [case],
+                       "config": label, "cases": [case],
                        "signature": sig, "constexprs": constexprs, "attrs": attrs,
                        "options": options, "autotuned": cfg is not None}
                 seen[key] = job
                 jobs.append(job)
 
-        for metric, precision, dtype, d in plan["distance"]:
+        for metric, precision, dtype, d, *only in plan["distance"]:
             dt = getattr(torch, dtype)
             x, y = torch.empty(N_ROWS, d, dtype=dt), torch.empty(N_ROWS, d, dtype=dt)
             case = f"{metric} {precision} D={d}"
             td._distance(x, y, metric, precision, (cap // 10, cap % 10), False,
-                         launch=lambda k, g, a, kw, case=case: record(k, g, a, kw, case))
+                         launch=lambda k, g, a, kw, case=case, only=only: record(k, g, a, kw, case, *only))
 
         real = knn._knn_noise_kernel
         try:
@@ -448,11 +454,17 @@ def main(argv=None):
             # Slowest first (large tiles), so the pool does not end on one long compile.
             jobs.sort(key=lambda j: -j["options"]["num_warps"])
             pending += [pool.submit(compile_job, j) for j in jobs]
-        for done in futures.as_completed(pending):
+        for i, done in enumerate(futures.as_completed(pending), 1):
             result = done.result()
             (cuda_rows.extend if isinstance(result, list) else triton_rows.append)(result)
+            if i % 25 == 0 or i == len(pending):
+                print(f"  {i}/{len(pending)} compiled, {time.perf_counter() - start:.0f} s", flush=True)
         pool.shutdown()
     seconds = time.perf_counter() - start
+    # CPU time of this process and its (waited-for) workers, ptxas and nvcc: what the check costs
+    # on a machine of its own, whatever else shared this one.
+    cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
 
     problems = check(triton_rows, cuda_rows, plan["targets"])
     nvcc_version = ""
@@ -462,15 +474,16 @@ def main(argv=None):
     header = (f"`python .ci/gpu_compile_check.py{' --full' if args.full else ''}`: triton "
               f"{triton.__version__} (bundled ptxas), torch {torch.__version__}"
               f"{', nvcc ' + nvcc_version if nvcc_version else ''}; {len(triton_rows)} Triton kernels, "
-              f"{len(cuda_rows)} CUDA kernel builds, {seconds:.0f} s with {args.jobs} processes. "
+              f"{len(cuda_rows)} CUDA kernel builds, {seconds:.0f} s wall with {args.jobs} processes, "
+              f"{cpu:.0f} s CPU. "
               f"\"fits\": shared memory within the target's per-block maximum (a config that does "
               f"not fit is skipped by the autotuner).")
     table = markdown(triton_rows, cuda_rows, header)
     if args.markdown:
         Path(args.markdown).write_text(table)
     if args.json:
-        Path(args.json).write_text(json.dumps({"triton": triton_rows, "cuda": cuda_rows,
-                                               "problems": problems, "seconds": seconds}, indent=1))
+        Path(args.json).write_text(json.dumps({"triton": triton_rows, "cuda": cuda_rows, "problems": problems,
+                                               "seconds": seconds, "cpu_seconds": cpu}, indent=1))
     if args.update_doc:
         doc = Path(args.update_doc)
         text = doc.read_text()
@@ -483,7 +496,7 @@ def main(argv=None):
     for p in problems:
         print("FAIL", p)
     print(f"gpu compile check: {len(triton_rows)} Triton kernels, {len(cuda_rows)} CUDA kernel builds, "
-          f"{len(problems)} problems, {seconds:.0f} s")
+          f"{len(problems)} problems, {seconds:.0f} s wall, {cpu:.0f} s CPU")
     return 1 if problems else 0
 
 

@@ -170,6 +170,17 @@ def test_tensor_core_rows_are_16_aligned(precision, d, capability, gen):
     assert kernel is td._l1_tuned and args[7] == d
 
 
+@pytest.mark.parametrize("dot", ["float16", "bfloat16", "float8e4nv"])
+@pytest.mark.parametrize("n", [1, 100, 1024])
+def test_prune_drops_tiles_that_cannot_fit(dot, n):
+    # BLOCK_K 128 with 2-byte operands needs 192-288 KB of shared memory: no GPU has it.
+    import triton.language as tl
+    kept = td._prune(td._TC_CONFIGS, {"N": n, "M": 1024}, DOT_DTYPE=getattr(tl, dot))
+    assert kept and all(c.kwargs["BLOCK_M"] <= max(64, 1 << (n - 1).bit_length()) for c in kept)
+    # (the BLOCK_K 128 tiles are 128 rows high: below that the size rule drops them anyway)
+    assert any(c.kwargs["BLOCK_K"] == 128 for c in kept) == (dot == "float8e4nv" and n > 64)
+
+
 def test_aligned_fp32_is_not_copied(gen):
     x, y = sample(gen, 5, 64), sample(gen, 7, 64)
     kernel, args, _ = _launches(x, y, "l2", "fp32")[-1]
