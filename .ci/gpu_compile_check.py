@@ -2,7 +2,7 @@
 
 Triton: the kernels the launchers would run for a set of representative calls
 (`triton_distance._distance`, `knn.knn_noise_triton`), every autotune config the launcher's
-pruning leaves in, compiled by `triton.compile` for sm_80 and sm_90 (and sm_100 with --full)
+pruning leaves in, compiled by `triton.compile` for sm_80, sm_90 and sm_100
 with Triton's bundled ptxas; registers, spills and stack from its `ptxas -v` log, shared
 memory from the kernel's metadata, tensor-core instructions counted in the PTX.
 CUDA: csrc/cuda/linear_assignment_cuda.cu compiled by nvcc for each target and both
@@ -51,20 +51,28 @@ sys.path.insert(0, str(ROOT))
 # Specifications per Compute Capability"): sm_80 163 KB, sm_86/89/120 99 KB, sm_90/100 227 KB.
 MAX_SHARED = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 
-# (kernel, target) -> spill-store bytes allowed. Empty: every kernel that can run must not spill.
-TRITON_SPILL_BUDGET = {}
+# (kernel, target, config) -> spill-store bytes allowed; every other kernel that can run must not
+# spill. sm_100 only: with tcgen05 the accumulator lives in tensor memory and the epilogue loads
+# all of it into registers (128 fp32 values a thread for 128x256 on 8 warps, 128x128 on 4), where
+# ptxas spills a few hundred bytes; the fix is sm_100's own tile configs, measured on a B200.
+# Figures of the 2026-12-02 run rounded up to 64 bytes.
+TRITON_SPILL_BUDGET = {
+    ("_sqdist_kernel", 100, "128x256x64 s3 w8"): 704,
+    ("_sqdist_kernel", 100, "256x128x64 s3 w8"): 704,
+    ("_sqdist_kernel", 100, "128x256x128 s3 w8"): 768,
+    ("_sqdist_kernel", 100, "128x128x64 s4 w4"): 448,
+}
 
-# The CUDA auction: (kernel, target, variant) -> (max registers, max spill-store bytes). The
-# default variant's spills are the known cost of __launch_bounds__(512) (64 registers, see
-# docs/GPU.md "Resources"); the budget is its figure rounded up, so any growth fails CI.
-# Variant "min1" (__launch_bounds__(512, 1)) may take up to 128 registers and must not spill.
+# The CUDA auction: (kernel, target, variant) -> (max registers, max spill-store bytes). On sm_80
+# and sm_90 ptxas holds __launch_bounds__(512) at 64 registers and spills: the known cost of that
+# variant (docs/GPU.md "Resources"), budgeted at its figure rounded up, so any growth fails CI.
+# On sm_100 it takes 128 registers and spills nothing. Variant "min1" (__launch_bounds__(512, 1))
+# may take up to 128 registers and must not spill; so must anything not listed.
 CUDA_BUDGET = {
     ("auction_grid_kernel", 80, "default"): (64, 192),
     ("auction_grid_kernel", 90, "default"): (64, 256),
     ("auction_block_kernel", 80, "default"): (64, 128),
     ("auction_block_kernel", 90, "default"): (64, 192),
-    ("auction_grid_kernel", 100, "default"): (64, 256),
-    ("auction_block_kernel", 100, "default"): (64, 192),
 }
 CUDA_MIN1_BUDGET = (128, 0)
 CUDA_VARIANTS = {"default": [], "min1": ["-DIMMISCIBLE_AUCTION_MIN_BLOCKS=1"]}
@@ -78,13 +86,14 @@ CUDA_VARIANTS = {"default": [], "min1": ["-DIMMISCIBLE_AUCTION_MIN_BLOCKS=1"]}
 #             and D = 1000 (ragged: padded to 1008, K tail masked); l2 (sqeuclidean differs only
 #             by the final sqrt); fp16 and fp8 on every target (fp8 is the fp16 kernel plus the
 #             scale on sm_80, e4m3 wgmma on sm_90), fp32 (the IEEE configs), l1 in fp32 and fp8;
-#             bf16: its rounding kernel and one tile config (every config compiled to the same
-#             registers, spills and shared memory as fp16 on sm_80 and sm_90 in a --full run);
+#             bf16: its rounding kernel and one tile config (in the first run, every bf16 config
+#             compiled to the same registers, spills and shared memory as fp16 on sm_80/sm_90);
 #   knn       k = 1, 7, 64 (K_TILE 2, 8, 64), 512 (the largest tile), 513 and 4096 (past it:
 #             tiled over k), D = 1000, fp32; bf16 at k = 64 (its own rounding code; fp16 is a
 #             plain cast).
 # An optional last element of a call limits it to the kernels whose "name config" matches.
-# --full adds sqeuclidean, all of bf16, fp16/bf16 l1, fp16 KNN, more k and sm_100.
+# Targets: sm_80 (its code also runs on sm_86/89), sm_90, sm_100 (bundled ptxas-blackwell).
+# --full adds sqeuclidean, all of bf16, fp16/bf16 l1, fp16 KNN, more k and sm_120.
 SUBSET = {
     "distance": [  # (metric, precision, input dtype, D)
         ("l2", "fp16", "float32", 1024), ("l2", "fp16", "float32", 1000),
@@ -98,7 +107,7 @@ SUBSET = {
         (1, "float32", 1000), (7, "float32", 1000), (64, "float32", 1000), (512, "float32", 1000),
         (513, "float32", 1000), (4096, "float32", 1000), (64, "bfloat16", 1000),
     ],
-    "targets": [80, 90],
+    "targets": [80, 90, 100],
 }
 FULL = {
     "distance": [(metric, precision, "float32", d)
@@ -107,7 +116,7 @@ FULL = {
                  for d in (1024, 1000)] + [("l2", "fp16", "float16", 1000)],
     "knn": [(k, "float32", 1000) for k in (1, 2, 7, 16, 64, 100, 256, 512, 513, 1024, 4096)]
            + [(64, "float16", 1000), (64, "bfloat16", 1000)],
-    "targets": [80, 90, 100],
+    "targets": [80, 90, 100, 120],
 }
 N_ROWS = 1024
 
@@ -348,7 +357,7 @@ def check(triton_rows, cuda_rows, targets):
             problems.append(f"compile error: {where}: {r['error'][:400]}")
             continue
         r["fits"] = r["shared"] <= MAX_SHARED[r["target"]]
-        allowed = TRITON_SPILL_BUDGET.get((r["kernel"], r["target"]), 0)
+        allowed = TRITON_SPILL_BUDGET.get((r["kernel"], r["target"], r["config"]), 0)
         if r["fits"] and r["spill_stores"] > allowed:
             problems.append(f"spill: {where}: {r['spill_stores']} bytes spill stores "
                             f"({r['registers']} registers), budget {allowed}")
@@ -408,28 +417,13 @@ def markdown(triton_rows, cuda_rows, header):
 BEGIN, END = "<!-- gpu_compile_check: begin -->", "<!-- gpu_compile_check: end -->"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="the wider cross product (slow)")
-    parser.add_argument("--targets", default=None, help="e.g. 80,90 (default: the plan's)")
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--no-triton", action="store_true")
-    parser.add_argument("--no-cuda", action="store_true")
-    parser.add_argument("--require-nvcc", action="store_true", help="fail when nvcc is missing")
-    parser.add_argument("--only", default=None, help="regex on 'kernel case' (quick local runs)")
-    parser.add_argument("--json", default=None)
-    parser.add_argument("--markdown", default=None)
-    parser.add_argument("--update-doc", default=None, help="replace the table between the markers")
-    args = parser.parse_args(argv)
-
-    plan = dict(FULL if args.full else SUBSET)
-    if args.targets:
-        plan["targets"] = [int(t) for t in args.targets.split(",")]
+def compile_all(plan, args):
+    """{"triton": rows, "cuda": rows, "meta": {...}}: every compile of the plan, 2 at a time."""
     start = time.perf_counter()
     import torch
     import triton
 
-    triton_rows, cuda_rows = [], []
+    triton_rows, cuda_rows, nvcc_version = [], [], ""
     with tempfile.TemporaryDirectory() as cache:
         # A fresh cache: a cached kernel would skip ptxas and leave no log to read.
         os.environ["TRITON_CACHE_DIR"] = cache
@@ -438,11 +432,12 @@ def main(argv=None):
         if not args.no_cuda:
             nvcc, cuda_home = find_nvcc()
             if nvcc:
+                nvcc_version = subprocess.run([nvcc, "--version"], capture_output=True,
+                                              text=True).stdout.strip().splitlines()[-1]
                 pending += [pool.submit(compile_cuda, t, v, nvcc, cuda_home)
                             for v in CUDA_VARIANTS for t in plan["targets"]]
             elif args.require_nvcc:
-                print("nvcc not found (CUDA_HOME, /usr/local/cuda, PATH)", file=sys.stderr)
-                return 1
+                raise SystemExit("nvcc not found (CUDA_HOME, /usr/local/cuda, PATH)")
             else:
                 print("nvcc not found: CUDA module not checked", file=sys.stderr)
         if not args.no_triton:
@@ -460,30 +455,52 @@ def main(argv=None):
             if i % 25 == 0 or i == len(pending):
                 print(f"  {i}/{len(pending)} compiled, {time.perf_counter() - start:.0f} s", flush=True)
         pool.shutdown()
-    seconds = time.perf_counter() - start
     # CPU time of this process and its (waited-for) workers, ptxas and nvcc: what the check costs
     # on a machine of its own, whatever else shared this one.
     cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
               for f in ("ru_utime", "ru_stime"))
+    meta = {"command": "python .ci/gpu_compile_check.py" + (" --full" if args.full else ""),
+            "date": time.strftime("%Y-%m-%d"), "triton": triton.__version__, "torch": torch.__version__,
+            "nvcc": nvcc_version, "targets": plan["targets"], "jobs": args.jobs,
+            "cpus": os.cpu_count(), "seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(cpu, 1)}
+    return {"triton": triton_rows, "cuda": cuda_rows, "meta": meta}
 
-    problems = check(triton_rows, cuda_rows, plan["targets"])
-    nvcc_version = ""
-    if cuda_rows:
-        nvcc_version = subprocess.run([find_nvcc()[0], "--version"], capture_output=True,
-                                      text=True).stdout.strip().splitlines()[-1]
-    header = (f"`python .ci/gpu_compile_check.py{' --full' if args.full else ''}`: triton "
-              f"{triton.__version__} (bundled ptxas), torch {torch.__version__}"
-              f"{', nvcc ' + nvcc_version if nvcc_version else ''}; {len(triton_rows)} Triton kernels, "
-              f"{len(cuda_rows)} CUDA kernel builds, {seconds:.0f} s wall with {args.jobs} processes, "
-              f"{cpu:.0f} s CPU. "
-              f"\"fits\": shared memory within the target's per-block maximum (a config that does "
-              f"not fit is skipped by the autotuner).")
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="the wider cross product (slow)")
+    parser.add_argument("--targets", default=None, help="e.g. 80,90 (default: the plan's)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--no-triton", action="store_true")
+    parser.add_argument("--no-cuda", action="store_true")
+    parser.add_argument("--require-nvcc", action="store_true", help="fail when nvcc is missing")
+    parser.add_argument("--only", default=None, help="regex on 'kernel case' (quick local runs)")
+    parser.add_argument("--json", default=None, help="write the figures here")
+    parser.add_argument("--from-json", default=None, help="check and render a --json file, no compile")
+    parser.add_argument("--markdown", default=None)
+    parser.add_argument("--update-doc", default=None, help="replace the table between the markers")
+    args = parser.parse_args(argv)
+
+    if args.from_json:
+        run = json.loads(Path(args.from_json).read_text())
+    else:
+        plan = dict(FULL if args.full else SUBSET)
+        if args.targets:
+            plan["targets"] = [int(t) for t in args.targets.split(",")]
+        run = compile_all(plan, args)
+    triton_rows, cuda_rows, meta = run["triton"], run["cuda"], run["meta"]
+    problems = check(triton_rows, cuda_rows, meta["targets"])
+    header = (f"`{meta['command']}` on {meta['date']}: triton {meta['triton']} (bundled ptxas), torch "
+              f"{meta['torch']}{', nvcc ' + meta['nvcc'] if meta['nvcc'] else ''}; "
+              f"{len(triton_rows)} Triton kernels, {len(cuda_rows)} CUDA kernel builds, "
+              f"{meta['seconds']:.0f} s wall with {meta['jobs']} processes on {meta['cpus']} shared "
+              f"cores, {meta['cpu_seconds']:.0f} s CPU. \"fits\": shared memory within the target's "
+              f"per-block maximum (a config that does not fit is skipped by the autotuner).")
     table = markdown(triton_rows, cuda_rows, header)
     if args.markdown:
         Path(args.markdown).write_text(table)
     if args.json:
-        Path(args.json).write_text(json.dumps({"triton": triton_rows, "cuda": cuda_rows, "problems": problems,
-                                               "seconds": seconds, "cpu_seconds": cpu}, indent=1))
+        Path(args.json).write_text(json.dumps({**run, "problems": problems}, indent=1))
     if args.update_doc:
         doc = Path(args.update_doc)
         text = doc.read_text()
@@ -496,7 +513,7 @@ def main(argv=None):
     for p in problems:
         print("FAIL", p)
     print(f"gpu compile check: {len(triton_rows)} Triton kernels, {len(cuda_rows)} CUDA kernel builds, "
-          f"{len(problems)} problems, {seconds:.0f} s wall, {cpu:.0f} s CPU")
+          f"{len(problems)} problems, {meta['seconds']:.0f} s wall, {meta['cpu_seconds']:.0f} s CPU")
     return 1 if problems else 0
 
 
