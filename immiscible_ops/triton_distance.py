@@ -357,9 +357,9 @@ def _distance(x: torch.Tensor, y: torch.Tensor, metric: str, precision: str, cap
 
     dot_dtype, storage = _dot_dtype(precision, capability, interpreted)
     l1 = metric == "l1"
-    # Tensor-core tiles of a row length that is not a multiple of 16 elements load without
-    # vectorization or cp.async; on sm_80 ptxas then spills 10-19 KB per thread (D = 1000, fp16,
-    # docs/GPU.md). Rows padded with zeros to a multiple of 16 compile without spills.
+    # A row length that is not a multiple of 16 elements defeats Triton's proof of 16-byte
+    # aligned rows: the K tiles load element by element, and ptxas spilled up to 19 KB per thread
+    # on sm_80 (D = 1000; docs/GPU.md "Resources"). Rows zero-padded to a multiple of 16 do not.
     pad = not l1 and d % _K_ALIGN != 0
     xq, nx, sx = _prepare(x, precision, storage, not l1, interpreted, pad, launch)
     yq, ny, sy = _prepare(y, precision, storage, not l1, interpreted, pad, launch)
