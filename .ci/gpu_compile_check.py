@@ -52,9 +52,9 @@ sys.path.insert(0, str(ROOT))
 MAX_SHARED = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448, 120: 101376}
 
 # (kernel, target, config) -> spill-store bytes allowed; every other kernel that can run must not
-# spill. sm_100 only: with tcgen05 the accumulator lives in tensor memory and the epilogue loads
-# all of it into registers (128 fp32 values a thread for 128x256 on 8 warps, 128x128 on 4), where
-# ptxas spills a few hundred bytes; the fix is sm_100's own tile configs, measured on a B200.
+# spill. sm_100 only (likely cause, not verified: with tcgen05 the accumulator lives in tensor
+# memory and the epilogue loads all of it into registers, 128 fp32 a thread for 128x256 on 8 warps
+# or 128x128 on 4): ptxas spills a few hundred bytes. The fix: sm_100 tile configs, on a B200.
 # Figures of the 2026-12-02 run rounded up to 64 bytes.
 TRITON_SPILL_BUDGET = {
     ("_sqdist_kernel", 100, "128x256x64 s3 w8"): 704,
