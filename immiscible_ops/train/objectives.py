@@ -219,9 +219,11 @@ class Consistency(Objective):
         """f(x, sigma) = c_skip x + c_out F(c_in x, c_noise); sigma [B]. Exactly x at sigma_min."""
         sd2 = self.sigma_data ** 2
         d = sigma - self.sigma_min
-        c_skip = sd2 / (d * d + sd2)
+        # c_skip = sd^2 / (d^2 + sd^2) written as 1 / (1 + (d / sd)^2): at d = 0 that is exactly 1
+        # (a scalar over a tensor is computed as scalar * reciprocal, which can be 1 - 1 ulp).
+        c_skip = torch.reciprocal(1 + (d / self.sigma_data) ** 2)
         c_out = d * self.sigma_data / torch.sqrt(sigma * sigma + sd2)
-        c_in = 1 / torch.sqrt(sigma * sigma + sd2)
+        c_in = torch.rsqrt(sigma * sigma + sd2)
         out = net(x * _bcast(c_in, x), self.time_input(sigma), labels)
         return _bcast(c_skip, x) * x + _bcast(c_out, x) * out
 
