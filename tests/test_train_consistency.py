@@ -318,7 +318,25 @@ def test_experiment_presets_for_consistency():
                            out="/tmp/x", progress=False, cache_dir=None, threads=1, k=8, pool_factor=2,
                            class_conditional=False)
     cfgs = {(Path(c.data).stem, c.objective): c for c in experiment.run_configs(a)}
-    for data, steps in (("gmm", 1000), ("digits", 800), ("patches", 400)):
+    for data, steps in (("gmm", 1000), ("digits", 800), ("patches", 300)):
         c = cfgs[(data, "consistency")]
         assert (c.steps, c.ct_s1, c.ct_total_steps, c.eval_every) == (steps, 160, steps, steps // 5)
     assert cfgs[("patches", "flow")].steps == 80 and cfgs[("patches", "flow")].ct_total_steps is None
+
+
+def test_experiment_reports_each_step_count(tmp_path, capsys):
+    from immiscible_ops.train import experiment
+
+    argv = ["--datasets", "gmm", "--objectives", "consistency", "--methods", "none,flip", "--seeds", "0,1",
+            "--points-steps", "4", "--evals", "2", "--batch-size", "16", "--sample-steps", "1", "2",
+            "--out", str(tmp_path / "exp"), "--cache-dir", str(tmp_path / "cache")]
+    assert experiment.main(argv) == 0
+    res = json.loads((tmp_path / "exp" / "results.json").read_text())["gmm / consistency"]
+    assert res["nfe"] == [1, 2]
+    for m in res["methods"].values():
+        assert set(m["steps_to_vanilla_final_by_nfe"]) == {"1", "2"} and m["seeds"] == 2
+    assert res["methods"]["none"]["steps_to_vanilla_final_by_nfe"]["1"] is not None
+    md = (tmp_path / "exp" / "results.md").read_text()
+    assert "to vanilla @ 1 steps" in md and "| flip |" in md
+    assert (tmp_path / "exp" / "curves.png").stat().st_size > 1000
+    capsys.readouterr()

@@ -32,7 +32,7 @@ SCALES = {
 OBJECTIVE_SCALES = {
     "cpu": {"consistency": {"points": dict(steps=1000, ct_s1=160),
                             "digits": dict(steps=800, ct_s1=160),
-                            "patches": dict(steps=400, eval_samples=256, ct_s1=160)}},
+                            "patches": dict(steps=300, eval_samples=256, ct_s1=160)}},
     "gpu": {"consistency": {"points": dict(steps=20000),
                             "digits": dict(steps=20000),
                             "patches": dict(steps=100000)}},
