@@ -4,6 +4,10 @@ trains, scores at 1 and 2 steps and resumes bit-exactly. Tiny models: seconds on
 
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -340,3 +344,21 @@ def test_experiment_reports_each_step_count(tmp_path, capsys):
     assert "to vanilla @ 1 steps" in md and "| flip |" in md
     assert (tmp_path / "exp" / "curves.png").stat().st_size > 1000
     capsys.readouterr()
+
+
+def test_ddp_two_gloo_processes(tmp_path):
+    """Two forwards per step (teacher without grad, then student) run under DDP."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", f"--master-port={port}",
+           "-m", "immiscible_ops.train", "--objective", "consistency", "--data", "gmm", "--coupling", "assign",
+           "--steps", "4", "--batch-size", "16", "--eval-every", "4", "--eval-samples", "16",
+           "--sample-steps", "1", "2", "--mlp-hidden", "16", "--mlp-depth", "1", "--n-points", "200",
+           "--ct-s0", "2", "--ct-s1", "4", "--no-progress", "--threads", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["world_size"] == 2 and ckpt["step"] == 4 and ckpt["objective"]["total_steps"] == 4
+    assert {"w2@1", "w2@2"} <= set(records(out, "eval")[-1])
