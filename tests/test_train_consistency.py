@@ -340,6 +340,13 @@ def test_experiment_reports_each_step_count(tmp_path, capsys):
     for m in res["methods"].values():
         assert set(m["steps_to_vanilla_final_by_nfe"]) == {"1", "2"} and m["seeds"] == 2
     assert res["methods"]["none"]["steps_to_vanilla_final_by_nfe"]["1"] is not None
+    assert "paired_diff_by_nfe" not in res["methods"]["none"]
+    diff = res["methods"]["flip"]["paired_diff_by_nfe"]["2"]
+    runs = {(c, s): json.loads(Path(tmp_path / "exp" / f"gmm-consistency-{c}-s{s}" / "summary.json").read_text())
+            for c in ("none", "flip") for s in (0, 1)}
+    d = [runs[("flip", s)]["final"]["w2@2"] - runs[("none", s)]["final"]["w2@2"] for s in (0, 1)]
+    assert math.isclose(diff[0], sum(d) / 2, rel_tol=1e-9)
+    assert "minus none's, paired by seed" in (tmp_path / "exp" / "results.md").read_text()
     md = (tmp_path / "exp" / "results.md").read_text()
     assert "to vanilla @ 1 steps" in md and "| flip |" in md
     assert (tmp_path / "exp" / "curves.png").stat().st_size > 1000

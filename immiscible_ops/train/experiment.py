@@ -156,6 +156,16 @@ def summarize(cfgs: list) -> dict:
                     mu0, hw0 = res["methods"]["none"]["final_by_nfe"][n]
                     overlap = abs(mu - mu0) <= hw + hw0
                     m["effect_by_nfe"][n] = "no effect" if overlap else ("better" if mu < mu0 else "worse")
+            # Runs of one seed share initial weights and batch order, so per-seed differences
+            # against none are paired: a tighter test than comparing the two intervals.
+            vanilla = {r["config"].get("seed"): r for r, _ in methods["none"]}
+            for method, runs in methods.items():
+                pairs = [(r, vanilla[r["config"].get("seed")]) for r, _ in runs
+                         if method != "none" and r["config"].get("seed") in vanilla]
+                if len(pairs) >= 2:
+                    res["methods"][method]["paired_diff_by_nfe"] = {
+                        str(n): t_interval([r["eval"][-1][f"{metric}@{n}"] - v["eval"][-1][f"{metric}@{n}"]
+                                            for r, v in pairs]) for n in nfes}
             base = res["methods"]["none"]["noise_ms"]
             for m in res["methods"].values():
                 m["overhead_ms"] = m["noise_ms"] - base
@@ -202,6 +212,21 @@ def markdown(results: dict, cfgs: list) -> str:
             lines.append(f"| {method} | " + " | ".join(cells) + f" |{stc} "
                          + ("not reached" if sec is None else f"{sec:.1f}") + " |")
         lines.append("")
+        if any("paired_diff_by_nfe" in m for m in res["methods"].values()):
+            lines.append(f"Final {metric} minus none's, paired by seed (same initial weights and batch order; "
+                         "mean +- 95% t-interval over seeds; *marked* where the interval excludes 0):\n")
+            lines.append("| coupling | " + " | ".join(f"diff @ {n} steps" for n in res["nfe"]) + " |")
+            lines.append("|---|" + "---|" * len(res["nfe"]))
+            for method, m in res["methods"].items():
+                if "paired_diff_by_nfe" not in m:
+                    continue
+                cells = []
+                for n in res["nfe"]:
+                    mu, hw = m["paired_diff_by_nfe"][str(n)]
+                    cell = f"{mu:+.4g} +- {hw:.2g}"
+                    cells.append(f"*{cell}*" if abs(mu) > hw else cell)
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines.append("")
         if any(m.get("steps_to_vanilla_final_by_nfe") for m in res["methods"].values()):
             lines.append("Training steps (seconds: steps x median step time) until the seed-mean curve at each "
                          "sampling step count is at or below vanilla's final value at that count:\n")
