@@ -369,3 +369,20 @@ def test_ddp_two_gloo_processes(tmp_path):
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
     assert ckpt["world_size"] == 2 and ckpt["step"] == 4 and ckpt["objective"]["total_steps"] == 4
     assert {"w2@1", "w2@2"} <= set(records(out, "eval")[-1])
+
+
+def test_checkpoint_from_before_the_consistency_fields_resumes(tmp_path):
+    """A DDPM checkpoint written before ct_* existed (config without them, no objective state)."""
+    kw = dict(data="gmm", objective="ddpm", steps=4, checkpoint_every=2, eval_every=2, ct_s0=10, ct_s1=1280)
+    full = tiny(tmp_path, "full", **kw)
+    train(full)
+    part = tiny(tmp_path, "part", **{**kw, "steps": 2})
+    train(part)
+    path = Path(part.out, "checkpoint.pt")
+    ck = torch.load(path, weights_only=False)
+    for key in ("ct_s0", "ct_s1", "ct_total_steps"):
+        del ck["config"][key]
+    del ck["objective"]
+    torch.save(ck, path)
+    train(tiny(tmp_path, "part", **kw, resume="auto"))
+    assert [r["loss"] for r in records(full.out, "train")] == [r["loss"] for r in records(part.out, "train")]

@@ -102,7 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return compare.main(argv)
     p = argparse.ArgumentParser(prog="python -m immiscible_ops.train",
-                                description="DDPM, flow-matching or consistency training with immiscible noise coupling. "
+                                description="DDPM, flow-matching or consistency training with immiscible "
+                                "noise coupling. "
                                 "Other commands: experiment, compare (each with --help).")
     add_train_args(p)
     args = p.parse_args(argv)

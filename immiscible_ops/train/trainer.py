@@ -320,7 +320,9 @@ def _ema_update(ema, model, decay):
 
 def _check_resume(ckpt: dict, cfg: Config, world: int, fingerprint: str, path: Path,
                   objective_state: dict):
-    saved = ckpt["config"]
+    # A field missing from an older checkpoint had its default then (fields are only ever added
+    # with the default that keeps the old behaviour), so such checkpoints still resume.
+    saved = {**Config().training_dict(), **ckpt["config"]}
     now = cfg.training_dict()
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if diff:
