@@ -4,6 +4,7 @@ import argparse
 import sys
 from typing import List, Optional
 
+from immiscible_ops.train.objectives import OBJECTIVES
 from immiscible_ops.train.trainer import COUPLINGS, Config
 
 SUBCOMMANDS = ("train", "experiment", "compare")
@@ -28,11 +29,20 @@ def add_train_args(p: argparse.ArgumentParser):
     g.add_argument("--class-conditional", action="store_true",
                    help="condition on labels and assign noise within each class")
     g = p.add_argument_group("objective")
-    g.add_argument("--objective", choices=("ddpm", "flow"), default=d.objective,
+    g.add_argument("--objective", choices=OBJECTIVES, default=d.objective,
                    help="ddpm: epsilon-prediction, DDIM sampling; flow: linear-path flow matching "
-                   "(x_t = (1-t) x + t noise, velocity target noise - x), Euler sampling")
+                   "(x_t = (1-t) x + t noise, velocity target noise - x), Euler sampling; "
+                   "consistency: improved consistency training (iCT) from scratch, sampled in "
+                   "one or a few consistency steps")
     g.add_argument("--t-sampling", choices=("uniform", "logit-normal"), default=d.t_sampling,
                    help="flow: distribution of t in training")
+    g.add_argument("--ct-s0", type=int, default=d.ct_s0,
+                   help="consistency: discretization steps at the start of the curriculum (iCT: 10)")
+    g.add_argument("--ct-s1", type=int, default=d.ct_s1,
+                   help="consistency: discretization steps at the end of the curriculum (iCT: 1280)")
+    g.add_argument("--ct-total-steps", type=int, default=d.ct_total_steps,
+                   help="consistency: the curriculum's length K (default: --steps; set it to extend "
+                   "a run with --resume --steps without changing its curriculum)")
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--steps", type=int, default=d.steps)
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (all processes)")
@@ -92,7 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return compare.main(argv)
     p = argparse.ArgumentParser(prog="python -m immiscible_ops.train",
-                                description="DDPM or flow-matching training with immiscible noise coupling. "
+                                description="DDPM, flow-matching or consistency training with immiscible "
+                                "noise coupling. "
                                 "Other commands: experiment, compare (each with --help).")
     add_train_args(p)
     args = p.parse_args(argv)

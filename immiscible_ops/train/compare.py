@@ -45,8 +45,9 @@ def plot_groups(ax, groups: Dict[str, List[dict]], metric: str, title: Optional[
         if n > 1:
             ax.fill_between(steps, mean - std, mean + std, color=f"C{i}", alpha=0.2)
         ref = runs[0]["reference"]
-        if ref and metric in ref:
-            floor = ref[metric]
+        base = metric.split("@")[0]  # the floor does not depend on the sampling steps
+        if ref and base in ref:
+            floor = ref[base]
     if floor is not None:
         ax.axhline(floor, color="0.5", ls="--", lw=1, label="real vs real (floor)")
     ax.set_xlabel("training step")

@@ -27,6 +27,16 @@ SCALES = {
             "digits": dict(steps=5000, batch_size=256, eval_samples=1000, unet_widths=(32, 64)),
             "patches": dict(steps=20000, batch_size=256, eval_samples=2000, unet_widths=(64, 128, 256))},
 }
+# Per objective, settings that replace the preset's (consistency training needs more steps to learn
+# at one step; its curriculum is shortened from iCT's s1 = 1280, fitted to 400k steps, at cpu size).
+OBJECTIVE_SCALES = {
+    "cpu": {"consistency": {"points": dict(steps=1000, ct_s1=160),
+                            "digits": dict(steps=800, ct_s1=160),
+                            "patches": dict(steps=300, eval_samples=256, ct_s1=160)}},
+    "gpu": {"consistency": {"points": dict(steps=20000),
+                            "digits": dict(steps=20000),
+                            "patches": dict(steps=100000)}},
+}
 IMAGE_DEFAULTS = dict(steps=500, batch_size=64, lr=1e-3)
 POINTS_DEFAULTS = dict(steps=1500, batch_size=256, lr=1e-3)
 
@@ -36,8 +46,9 @@ def run_configs(a) -> list:
     for data, objective in ((d, o) for d in a.datasets.split(",") for o in a.objectives.split(",")):
         points = data in TOY_2D
         base = dict(POINTS_DEFAULTS if points else IMAGE_DEFAULTS)
-        preset = SCALES[a.scale]["points" if points else ("patches" if data == "patches" else "digits")]
-        base.update(preset)
+        kind = "points" if points else ("patches" if data == "patches" else "digits")
+        base.update(SCALES[a.scale][kind])
+        base.update(OBJECTIVE_SCALES[a.scale].get(objective, {}).get(kind, {}))
         base["sample_steps"] = tuple(a.sample_steps)
         widths = tuple(int(w) for w in a.unet_widths.split(",")) if a.unet_widths else base.pop("unet_widths", (32, 64))
         base.pop("unet_widths", None)
@@ -48,6 +59,9 @@ def run_configs(a) -> list:
         if a.batch_size:
             base["batch_size"] = a.batch_size
         base["eval_every"] = max(1, base["steps"] // a.evals)
+        if objective == "consistency":
+            # Explicit, so a run's curriculum does not hinge on --steps (finished() compares configs).
+            base["ct_total_steps"] = base["steps"]
         for method in a.methods.split(","):
             for seed in (int(s) for s in a.seeds.split(",")):
                 name = f"{Path(data).stem}-{objective}-{method}-s{seed}"
@@ -95,10 +109,13 @@ def summarize(cfgs: list) -> dict:
         res = OrderedDict(metric=metric, reference=first["reference"].get(metric), methods=OrderedDict())
         nfes = sorted({int(k.split("@")[1]) for k in first["eval"][-1] if k.startswith(metric + "@")})
         res["nfe"] = nfes
-        vanilla_final = None
+        vanilla_final, vanilla_by_nfe = None, {}
         if "none" in methods:
             _, mean, _ = compare.curve_stats([r for r, _ in methods["none"]], metric)
             vanilla_final = float(mean[-1])
+            for n in nfes:
+                _, mean, _ = compare.curve_stats([r for r, _ in methods["none"]], f"{metric}@{n}")
+                vanilla_by_nfe[n] = float(mean[-1])
         for method, runs in methods.items():
             steps, mean, std = compare.curve_stats([r for r, _ in runs], metric)
             finals = np.array([r["eval"][-1][metric] for r, _ in runs])
@@ -111,6 +128,11 @@ def summarize(cfgs: list) -> dict:
             if vanilla_final is not None:
                 hit = np.nonzero(mean <= vanilla_final)[0]
                 reach = int(steps[hit[0]]) if hit.size else None
+            reach_by_nfe = {}
+            for n, target in vanilla_by_nfe.items():
+                st, mu, _ = compare.curve_stats([r for r, _ in runs], f"{metric}@{n}")
+                hit = np.nonzero(mu <= target)[0]
+                reach_by_nfe[str(n)] = int(st[hit[0]]) if hit.size else None
             extra = {}
             if metric == "fd":
                 extra["mmd_poly"] = float(np.mean([r["eval"][-1]["mmd_poly"] for r, _ in runs]))
@@ -119,6 +141,9 @@ def summarize(cfgs: list) -> dict:
                 extra["straightness"] = t_interval([r["eval"][-1]["straightness"] for r, _ in runs])
             res["methods"][method] = dict(
                 final_by_nfe={str(n): v for n, v in by_nfe.items()},
+                steps_to_vanilla_final_by_nfe=reach_by_nfe,
+                seconds_to_vanilla_final_by_nfe={n: None if r is None else r * float(step_ms) / 1e3
+                                                 for n, r in reach_by_nfe.items()},
                 seconds_to_vanilla_final=None if reach is None else reach * float(step_ms) / 1e3,
                 seeds=len(runs), steps=steps.tolist(), curve=mean.tolist(), curve_std=std.tolist(),
                 final_mean=float(finals.mean()), final_std=float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
@@ -131,6 +156,16 @@ def summarize(cfgs: list) -> dict:
                     mu0, hw0 = res["methods"]["none"]["final_by_nfe"][n]
                     overlap = abs(mu - mu0) <= hw + hw0
                     m["effect_by_nfe"][n] = "no effect" if overlap else ("better" if mu < mu0 else "worse")
+            # Runs of one seed share initial weights and batch order, so per-seed differences
+            # against none are paired: a tighter test than comparing the two intervals.
+            vanilla = {r["config"].get("seed"): r for r, _ in methods["none"]}
+            for method, runs in methods.items():
+                pairs = [(r, vanilla[r["config"].get("seed")]) for r, _ in runs
+                         if method != "none" and r["config"].get("seed") in vanilla]
+                if len(pairs) >= 2:
+                    res["methods"][method]["paired_diff_by_nfe"] = {
+                        str(n): t_interval([r["eval"][-1][f"{metric}@{n}"] - v["eval"][-1][f"{metric}@{n}"]
+                                            for r, v in pairs]) for n in nfes}
             base = res["methods"]["none"]["noise_ms"]
             for m in res["methods"].values():
                 m["overhead_ms"] = m["noise_ms"] - base
@@ -177,6 +212,34 @@ def markdown(results: dict, cfgs: list) -> str:
             lines.append(f"| {method} | " + " | ".join(cells) + f" |{stc} "
                          + ("not reached" if sec is None else f"{sec:.1f}") + " |")
         lines.append("")
+        if any("paired_diff_by_nfe" in m for m in res["methods"].values()):
+            lines.append(f"Final {metric} minus none's, paired by seed (same initial weights and batch order; "
+                         "mean +- 95% t-interval over seeds; *marked* where the interval excludes 0):\n")
+            lines.append("| coupling | " + " | ".join(f"diff @ {n} steps" for n in res["nfe"]) + " |")
+            lines.append("|---|" + "---|" * len(res["nfe"]))
+            for method, m in res["methods"].items():
+                if "paired_diff_by_nfe" not in m:
+                    continue
+                cells = []
+                for n in res["nfe"]:
+                    mu, hw = m["paired_diff_by_nfe"][str(n)]
+                    cell = f"{mu:+.4g} +- {hw:.2g}"
+                    cells.append(f"*{cell}*" if abs(mu) > hw else cell)
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines.append("")
+        if any(m.get("steps_to_vanilla_final_by_nfe") for m in res["methods"].values()):
+            lines.append("Training steps (seconds: steps x median step time) until the seed-mean curve at each "
+                         "sampling step count is at or below vanilla's final value at that count:\n")
+            lines.append("| coupling | " + " | ".join(f"to vanilla @ {n} steps" for n in res["nfe"]) + " |")
+            lines.append("|---|" + "---|" * len(res["nfe"]))
+            for method, m in res["methods"].items():
+                cells = []
+                for n in res["nfe"]:
+                    r = m["steps_to_vanilla_final_by_nfe"].get(str(n))
+                    sec = m["seconds_to_vanilla_final_by_nfe"].get(str(n))
+                    cells.append("not reached" if r is None else f"{r} ({sec:.1f} s)")
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -187,15 +250,23 @@ def plot(results: dict, cfgs: list, path: Path):
     import matplotlib.pyplot as plt
 
     datasets = list(results)
-    fig, axes = plt.subplots(2, len(datasets), figsize=(4.5 * len(datasets), 7.5), squeeze=False)
+    # With several step counts, a training-curve row at the fewest too (1 step for consistency).
+    few = any(len(results[d]["nfe"]) > 1 for d in datasets)
+    rows = 3 if few else 2
+    fig, axes = plt.subplots(rows, len(datasets), figsize=(4.5 * len(datasets), 3.75 * rows), squeeze=False)
     for col, data in enumerate(datasets):
         groups = OrderedDict()
         for cfg in cfgs:
             if group_name(cfg) == data:
                 groups.setdefault(cfg.coupling, []).append(compare.read_run(Path(cfg.out)))
         res = results[data]
-        compare.plot_groups(axes[0][col], groups, res["metric"], title=f"{data}: training curve")
-        ax = axes[1][col]
+        nmax, nmin = max(res["nfe"]), min(res["nfe"])
+        compare.plot_groups(axes[0][col], groups, res["metric"],
+                            title=f"{data}: training curve, {nmax} step{'s' if nmax > 1 else ''}")
+        if few:
+            compare.plot_groups(axes[1][col], groups, f"{res['metric']}@{nmin}",
+                                title=f"{data}: training curve, {nmin} step{'s' if nmin > 1 else ''}")
+        ax = axes[rows - 1][col]
         for i, (method, m) in enumerate(res["methods"].items()):
             xs = np.array(res["nfe"], dtype=float) * (1 + 0.04 * (i - 1.5))  # dodge the error bars
             mu = [m["final_by_nfe"][str(n)][0] for n in res["nfe"]]
@@ -216,7 +287,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m immiscible_ops.train experiment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default="digits,gmm,patches", help="comma separated (default: %(default)s)")
-    p.add_argument("--objectives", default="ddpm,flow", help="comma separated (default: %(default)s)")
+    p.add_argument("--objectives", default="ddpm,flow,consistency",
+                   help="comma separated: ddpm, flow, consistency (default: %(default)s)")
     p.add_argument("--scale", choices=tuple(SCALES), default="cpu",
                    help="preset sizes: cpu (2-core CPU) or gpu (an H100/H200)")
     p.add_argument("--sample-steps", type=int, nargs="+", default=[1, 2, 4, 8, 32],

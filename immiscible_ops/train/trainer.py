@@ -1,6 +1,6 @@
-"""DDPM or flow-matching training (objectives.py) with immiscible noise coupling, evaluation at
-several sampling step counts, checkpoints that resume
-bit-exactly, and JSONL/CSV logs; runs on one process or under torchrun (DDP)."""
+"""DDPM, flow-matching or consistency training (objectives.py) with immiscible noise coupling,
+evaluation at several sampling step counts, checkpoints that resume bit-exactly, and JSONL/CSV
+logs; runs on one process or under torchrun (DDP)."""
 
 import copy
 import csv
@@ -59,6 +59,9 @@ class Config:
     mlp_depth: int = 3
     train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
+    ct_s0: int = objectives.ICT_S0
+    ct_s1: int = objectives.ICT_S1
+    ct_total_steps: Optional[int] = None
     sample_steps: Tuple[int, ...] = (20,)
     eval_every: int = 200
     eval_samples: int = 1000
@@ -86,9 +89,13 @@ class Config:
         if self.assignment_scope not in ("rank", "global"):
             raise ValueError(f"assignment_scope: expected rank or global, got {self.assignment_scope!r}")
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every",
-                     "eval_samples", "train_timesteps"):
+                     "eval_samples", "train_timesteps", "ct_s0"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.ct_s1 < self.ct_s0:
+            raise ValueError(f"ct_s1: expected at least ct_s0 ({self.ct_s0}), got {self.ct_s1}")
+        if self.ct_total_steps is not None and self.ct_total_steps <= 0:
+            raise ValueError(f"ct_total_steps: expected a positive integer, got {self.ct_total_steps}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction: expected a value in (0, 1), got {self.test_fraction}")
         if not 0 <= self.ema_decay < 1:
@@ -209,7 +216,7 @@ class Logger:
 class Evaluator:
     """Samples the EMA model at each of cfg.sample_steps and scores the samples against held-out
     data: keys "<metric>@<steps>" for every step count, the bare "<metric>" for the largest, and
-    "straightness" (flow only, along the largest step count's path)."""
+    the objective's diagnostics at the largest step count (flow: "straightness")."""
 
     def __init__(self, cfg: Config, train: data_mod.Dataset, test: data_mod.Dataset, device, log):
         self.cfg, self.device = cfg, device
@@ -251,10 +258,9 @@ class Evaluator:
                     scores[k] = v
             if n == largest:
                 best = x
-        if isinstance(objective, objectives.FlowMatching):
-            g = torch.Generator(self.device).manual_seed(self.cfg.seed + 12345)
-            scores["straightness"] = objective.straightness(model, self.real.shape, steps=largest,
-                                                            generator=g, device=self.device, labels=labels)
+        g = torch.Generator(self.device).manual_seed(self.cfg.seed + 12345)
+        scores.update(objective.diagnostics(model, self.real.shape, steps=largest, generator=g,
+                                            device=self.device, labels=labels))
         model.train(was_training)
         return scores, best
 
@@ -312,8 +318,11 @@ def _ema_update(ema, model, decay):
             eb.copy_(mb)
 
 
-def _check_resume(ckpt: dict, cfg: Config, world: int, fingerprint: str, path: Path):
-    saved = ckpt["config"]
+def _check_resume(ckpt: dict, cfg: Config, world: int, fingerprint: str, path: Path,
+                  objective_state: dict):
+    # A field missing from an older checkpoint had its default then (fields are only ever added
+    # with the default that keeps the old behaviour), so such checkpoints still resume.
+    saved = {**Config().training_dict(), **ckpt["config"]}
     now = cfg.training_dict()
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if diff:
@@ -325,6 +334,13 @@ def _check_resume(ckpt: dict, cfg: Config, world: int, fingerprint: str, path: P
     if ckpt["data_fingerprint"] != fingerprint:
         raise ValueError(f"resume: checkpoint {path} was trained on different data "
                          f"(fingerprint {ckpt['data_fingerprint']} vs {fingerprint})")
+    saved = ckpt.get("objective", {})
+    if saved != objective_state:
+        diff = sorted(k for k in set(saved) | set(objective_state) if saved.get(k) != objective_state.get(k))
+        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {objective_state.get(k)!r}" for k in diff)
+        raise ValueError(f"resume: checkpoint {path} was trained with different objective settings ({detail}); "
+                         "a consistency run's curriculum follows --ct-total-steps (default --steps): "
+                         "pass the checkpoint's value to extend it")
 
 
 def train(cfg: Config) -> dict:
@@ -369,8 +385,14 @@ def _train(cfg: Config, ctx: Dist) -> dict:
 
     train_set, test_set = _load_data(cfg)
     fingerprint = train_set.fingerprint()
+    objective = objectives.build_objective(cfg.objective, t_sampling=cfg.t_sampling,
+                                           train_timesteps=cfg.train_timesteps,
+                                           beta_schedule=cfg.beta_schedule,
+                                           data_std=float(train_set.x.std()),
+                                           total_steps=cfg.ct_total_steps or cfg.steps,
+                                           ct_s0=cfg.ct_s0, ct_s1=cfg.ct_s1)
     if ckpt is not None:
-        _check_resume(ckpt, cfg, ctx.world, fingerprint, resume_path)
+        _check_resume(ckpt, cfg, ctx.world, fingerprint, resume_path, objective.state())
     if ctx.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
@@ -384,9 +406,6 @@ def _train(cfg: Config, ctx: Dist) -> dict:
                                unet_widths=tuple(cfg.unet_widths), layers_per_block=cfg.layers_per_block,
                                mlp_hidden=cfg.mlp_hidden, mlp_depth=cfg.mlp_depth).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    objective = objectives.build_objective(cfg.objective, t_sampling=cfg.t_sampling,
-                                           train_timesteps=cfg.train_timesteps,
-                                           beta_schedule=cfg.beta_schedule)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
     gen = torch.Generator(device).manual_seed(cfg.seed * 7919 + 104729 * (ctx.rank + 1))
@@ -422,6 +441,7 @@ def _train(cfg: Config, ctx: Dist) -> dict:
         blob = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                 "lr_schedule": sched.state_dict(), "step": step, "config": cfg.training_dict(),
                 "full_config": cfg.to_dict(), "world_size": ctx.world, "data_fingerprint": fingerprint,
+                "objective": objective.state(),
                 "rng": {"noise": states, "torch_cpu": torch.get_rng_state()}}
         tmp = out / "checkpoint.pt.tmp"
         torch.save(blob, tmp)
@@ -458,7 +478,7 @@ def _train(cfg: Config, ctx: Dist) -> dict:
                                  groups=y if (use_labels and cfg.coupling in GROUPED) else None, **kw)
         _sync(device)
         noise_s = time.perf_counter() - tn
-        loss = objective.loss(net, x0, noise, y, gen)
+        loss = objective.loss(net, x0, noise, y, gen, step=step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
