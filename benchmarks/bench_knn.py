@@ -79,7 +79,10 @@ def main():
     p.add_argument("--recipe", action="store_true",
                    help="CPU row: immiscible_noise(knn) vs the plain torch recipe (--shape, --k, --dtype)")
     p.add_argument("--shape", type=int, nargs="+", default=[8, 16, 64, 64], help="x's shape for --recipe")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.recipe:
         if args.k == 64 and args.dtype == "float32":  # the fused row's defaults: use the recipe's
             args.k, args.dtype = 8, "bfloat16"

@@ -3,34 +3,29 @@ vs immiscible_ops.integrations.torchcfm.OTPlanSampler, side by side.
 
     python benchmarks/bench_torchcfm.py                                  # B 128..2048, D 2 and 3*32*32
     python benchmarks/bench_torchcfm.py --batch 128 512 --dim 2 --repeats 3
+    python benchmarks/bench_torchcfm.py --threads 1 --markdown           # docs/PERF.md's table
 
 Per (B, D), the same seeded x0, x1 [B, D] (standard normal, x1 shifted by 1) for both; columns:
   solve       the plan from the [B, B] cost alone: ot.emd(unif, unif, M) vs linear_assignment(M)
   sample_plan what a training step pays: torch.cdist(x0, x1) ** 2, the plan, and torchcfm's
               sampling of B pairs (replace=True, numpy's global state seeded alike)
-  excess      plan total minus scipy's optimum on the same float32 cost (float64 sums)
+  excess      plan total minus scipy's optimum on the same float32 cost, relative to the optimum
   same pairs  whether the two samplers returned identical (x0[i], x1[j]) batches
   POT warned  whether ot.emd warned (its numItermax=100000 cap: the plan is then not optimal)
-Medians of --repeats, contenders interleaved (a shared machine's load drifts alike for both).
+Medians of --repeats consecutive calls per contender, after one warm-up call.
 Needs torchcfm (pip install --no-deps torchcfm) and pot.
 """
 
 import argparse
 import statistics
-import time
 import warnings
 
 import numpy as np
 import torch
 
 from immiscible_ops import linear_assignment
+from immiscible_ops.bench import time_ms
 from immiscible_ops.integrations.torchcfm import OTPlanSampler as Ours
-
-
-def ms(fn):
-    start = time.perf_counter()
-    out = fn()
-    return (time.perf_counter() - start) * 1e3, out
 
 
 def main():
@@ -39,7 +34,12 @@ def main():
     p.add_argument("--dim", type=int, nargs="+", default=[2, 3 * 32 * 32])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch.set_num_threads (0: torch's default; on a loaded machine each "
+                        "parallel op of torch.cdist can wait milliseconds for its second thread)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import ot
     from scipy.optimize import linear_sum_assignment
@@ -68,37 +68,41 @@ def main():
                 float((m64 * pot_plan).sum() * b - optimum)
             our_excess = m64[np.arange(b), our_perm].sum() - optimum
 
-            samples = {k: [] for k in ("solve_pot", "solve_ours", "plan_pot", "plan_ours")}
-            same = True
-            for rep in range(args.repeats):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    t, _ = ms(lambda: ot.emd(ot.unif(b), ot.unif(b), m))
-                    samples["solve_pot"].append(t)
-                    t, _ = ms(lambda: linear_assignment(torch.from_numpy(m)))
-                    samples["solve_ours"].append(t)
-                    np.random.seed(rep)
-                    t, want = ms(lambda: theirs.sample_plan(x0, x1))
-                    samples["plan_pot"].append(t)
-                    np.random.seed(rep)
-                    t, got = ms(lambda: ours.sample_plan(x0, x1))
-                    samples["plan_ours"].append(t)
-                same &= torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-            med = {k: statistics.median(v) for k, v in samples.items()}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                np.random.seed(0)
+                want = theirs.sample_plan(x0, x1)
+                np.random.seed(0)
+                got = ours.sample_plan(x0, x1)
+                same = torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+                # Each contender's calls back to back (warm caches and threads, as in a training
+                # loop), median of the repeats.
+                med = {
+                    "solve_pot": statistics.median(time_ms(lambda: ot.emd(ot.unif(b), ot.unif(b), m),
+                                                           args.repeats)),
+                    "solve_ours": statistics.median(time_ms(
+                        lambda: linear_assignment(torch.from_numpy(m)), args.repeats)),
+                    "plan_pot": statistics.median(time_ms(lambda: theirs.sample_plan(x0, x1),
+                                                          args.repeats)),
+                    "plan_ours": statistics.median(time_ms(lambda: ours.sample_plan(x0, x1),
+                                                           args.repeats)),
+                }
+            pot_excess /= optimum
+            our_excess /= optimum
             rows.append((b, d, med, pot_excess, our_excess, same, pot_warned))
             print(f"B={b:5d} D={d:5d}  solve: POT {med['solve_pot']:8.1f}  ours {med['solve_ours']:7.1f} "
                   f"({med['solve_pot'] / med['solve_ours']:5.1f}x)   sample_plan: torchcfm "
                   f"{med['plan_pot']:8.1f}  ours {med['plan_ours']:7.1f} "
-                  f"({med['plan_pot'] / med['plan_ours']:5.1f}x)   excess POT {pot_excess:.2e} "
-                  f"ours {our_excess:.1e}  same pairs {same}  POT warned {pot_warned}", flush=True)
+                  f"({med['plan_pot'] / med['plan_ours']:5.1f}x)   excess POT {pot_excess:.1e} "
+                  f"ours {our_excess:.0e}  same pairs {same}  POT warned {pot_warned}", flush=True)
     if args.markdown:
         print("\n| B | D | solve: ot.emd (ms) | solve: ours (ms) | speedup | sample_plan: torchcfm (ms) "
-              "| sample_plan: ours (ms) | speedup | POT excess over optimum | ours | same pairs | POT warned |")
+              "| sample_plan: ours (ms) | speedup | POT excess (relative) | ours | same pairs | POT warned |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for b, d, med, pe, oe, same, warned in rows:
             print(f"| {b} | {d} | {med['solve_pot']:.1f} | {med['solve_ours']:.1f} | "
                   f"{med['solve_pot'] / med['solve_ours']:.1f}x | {med['plan_pot']:.1f} | "
-                  f"{med['plan_ours']:.1f} | {med['plan_pot'] / med['plan_ours']:.1f}x | {pe:.2e} | "
+                  f"{med['plan_ours']:.1f} | {med['plan_pot'] / med['plan_ours']:.1f}x | {pe:.1e} | "
                   f"{oe:.0e} | {'yes' if same else 'no'} | {'yes' if warned else 'no'} |")
 
 
