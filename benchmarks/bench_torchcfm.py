@@ -4,6 +4,7 @@ vs immiscible_ops.integrations.torchcfm.OTPlanSampler, side by side.
     python benchmarks/bench_torchcfm.py                                  # B 128..2048, D 2 and 3*32*32
     python benchmarks/bench_torchcfm.py --batch 128 512 --dim 2 --repeats 3
     python benchmarks/bench_torchcfm.py --threads 1 --markdown           # docs/PERF.md's table
+    python benchmarks/bench_torchcfm.py --batch 2048 --dim 2 8 --repeats 1 --peers   # + scipy, lap
 
 Per (B, D), the same seeded x0, x1 [B, D] (standard normal, x1 shifted by 1) for both; columns:
   solve       the plan from the [B, B] cost alone: ot.emd(unif, unif, M) vs linear_assignment(M)
@@ -28,12 +29,32 @@ from immiscible_ops.bench import time_ms
 from immiscible_ops.integrations.torchcfm import OTPlanSampler as Ours
 
 
+def peers(m: np.ndarray) -> str:
+    from scipy.optimize import linear_sum_assignment
+
+    import time
+    out = []
+    for name, fn in (("scipy", lambda: linear_sum_assignment(m)),
+                     ("lap.lapjv", lambda: __import__("lap").lapjv(m.astype(np.float64))),
+                     ("ours exact", lambda: linear_assignment(torch.from_numpy(m))),
+                     ("ours auction", lambda: linear_assignment(torch.from_numpy(m), solver="auction"))):
+        start = time.perf_counter()
+        try:
+            fn()
+        except ImportError:
+            continue
+        out.append(f"{name} {(time.perf_counter() - start) * 1e3:.0f}")
+    return ", ".join(out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
     p.add_argument("--dim", type=int, nargs="+", default=[2, 3 * 32 * 32])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    p.add_argument("--peers", action="store_true",
+                   help="also time scipy, lap.lapjv and our auction once on each cost")
     p.add_argument("--threads", type=int, default=0,
                    help="torch.set_num_threads (0: torch's default; on a loaded machine each "
                         "parallel op of torch.cdist can wait milliseconds for its second thread)")
@@ -89,6 +110,8 @@ def main():
                 }
             pot_excess /= optimum
             our_excess /= optimum
+            if args.peers:
+                print(f"B={b:5d} D={d:5d}  once each (ms): " + peers(m), flush=True)
             rows.append((b, d, med, pot_excess, our_excess, same, pot_warned))
             print(f"B={b:5d} D={d:5d}  solve: POT {med['solve_pot']:8.1f}  ours {med['solve_ours']:7.1f} "
                   f"({med['solve_pot'] / med['solve_ours']:5.1f}x)   sample_plan: torchcfm "
