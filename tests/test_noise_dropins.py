@@ -272,3 +272,21 @@ def test_global_with_world_size_one_is_local(gen):
             assert torch.equal(got, want)
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_candidates_on_cuda_are_the_recipe_there(gen, dtype):
+    x = fresh((6, 4, 16, 16), gen, dtype).cuda().contiguous(memory_format=torch.channels_last)
+    c = torch.randn((6, 8, 4, 16, 16), generator=gen).to(dtype).cuda()
+    got = immiscible_noise(x, method="knn", candidates=c)
+    assert got.is_cuda and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, recipe_nearest(x, c)[0])
+    # distance_dtype without candidates: torch.randn candidates from the CUDA generator
+    g = torch.Generator(device="cuda").manual_seed(3)
+    want = recipe_nearest(x, torch.randn((6, 8, 4, 16, 16), generator=g, device="cuda", dtype=dtype),
+                          torch.float32)[0]
+    got = immiscible_noise(x, method="knn", generator=torch.Generator(device="cuda").manual_seed(3),
+                           distance_dtype=torch.float32)
+    assert torch.equal(got, want)

@@ -188,3 +188,17 @@ def test_tensor_errors():
 def test_exported():
     assert immiscible_ops.linear_sum_assignment is linear_sum_assignment
     assert "linear_sum_assignment" in immiscible_ops.__all__
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("shape", [(64, 64), (40, 90), (90, 40)])
+def test_cuda_tensors_stay_on_the_device(gen, shape):
+    t = torch.rand(shape, generator=gen, dtype=torch.float64)
+    rows, cols = linear_sum_assignment(t.cuda())
+    assert rows.is_cuda and cols.is_cuda and rows.dtype == torch.long
+    want_rows, want_cols = scipy_lsa(t.numpy())
+    c = t.numpy()
+    assert rows.cpu().tolist() == want_rows.tolist()
+    # the CUDA solver is the auction: within 1e-6 of the total
+    assert c[rows.cpu().numpy(), cols.cpu().numpy()].sum() == pytest.approx(c[want_rows, want_cols].sum(), rel=1e-6)
