@@ -6,6 +6,8 @@ every CPython >= 3.10 and torch >= 2.10.
 Environment switches:
   IMMISCIBLE_BUILD_CUDA=0|1   force the CUDA module off/on (default: on when nvcc is found)
   IMMISCIBLE_CUDA_ARCHS       e.g. "80;90" (default), passed to nvcc as -gencode flags
+  IMMISCIBLE_CUDA_MIN_BLOCKS  e.g. 1: the auction kernels' __launch_bounds__(512, N) instead of
+                              (512) (registers vs resident blocks, docs/GPU.md "Resources")
   CUDA_HOME                   CUDA toolkit root (default: /usr/local/cuda, else above `which nvcc`)
   IMMISCIBLE_DEBUG=1          -O0 -g builds
 """
@@ -101,6 +103,11 @@ if want_cuda(cuda_home):
     nvcc_flags = ["-O0", "-G"] if DEBUG else ["-O3", "-lineinfo"]
     nvcc_flags += ["-std=c++17", "--expt-relaxed-constexpr", "-DUSE_CUDA", TORCH_TARGET,
                    "-Xcompiler=-fvisibility=hidden"] + gencode
+    min_blocks = os.environ.get("IMMISCIBLE_CUDA_MIN_BLOCKS", "")
+    if min_blocks:
+        if not min_blocks.isdigit():
+            raise ValueError(f"IMMISCIBLE_CUDA_MIN_BLOCKS: expected a block count, got {min_blocks!r}")
+        nvcc_flags.append(f"-DIMMISCIBLE_AUCTION_MIN_BLOCKS={min_blocks}")
     # A plain CppExtension (not CUDAExtension): CUDAExtension links c10_cuda/torch_cuda, which
     # CPU-only torch does not ship. The module needs only the static CUDA runtime.
     extensions.append(

@@ -20,6 +20,17 @@ try:  # registers the Triton kernel as the CUDA implementation of pairwise_dista
 except ImportError:  # no triton: CUDA distances use the plain-torch reference instead
     _triton_distance = None
 
+
+def __getattr__(name):
+    # `immiscible_ops.testing` without its own import; loaded on first use only, since it
+    # opens the host-emulation library.
+    if name == "testing":
+        import importlib
+
+        return importlib.import_module("immiscible_ops.testing")
+    raise AttributeError(f"module 'immiscible_ops' has no attribute {name!r}")
+
+
 __all__ = ["assign", "immiscible_noise", "linear_assignment", "linear_sum_assignment",
            "pairwise_distance", "HAS_CUDA_KERNELS"]
 __version__ = "0.1.0"

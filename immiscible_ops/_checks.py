@@ -3,6 +3,9 @@ argument named. Shape and dtype checks need no data. Value faults (NaN, -inf, in
 found by the solver kernels themselves and come back as a status tensor; reading it
 (`check_status`) is the one step that synchronizes with a GPU, so the ops can switch it off."""
 
+import math
+import os
+
 import torch
 
 METRICS = ("l2", "sqeuclidean", "l1")
@@ -43,6 +46,21 @@ def check_tol(tol) -> None:
         raise ValueError(f"tol: expected a positive finite number or None, got {tol}")
 
 
+def check_auction_budget(device: torch.device, solver: str) -> None:
+    """IMMISCIBLE_AUCTION_MAX_PASSES, read by the CPU auction: unset, or a positive number."""
+    text = os.environ.get("IMMISCIBLE_AUCTION_MAX_PASSES")
+    if text is None or solver != "auction" or device.type != "cpu":
+        return
+    try:
+        passes = float(text)
+    except ValueError:
+        passes = math.nan
+    if not (passes > 0 and math.isfinite(passes)):
+        raise ValueError(
+            "IMMISCIBLE_AUCTION_MAX_PASSES: expected a positive number of passes over the cost "
+            f"matrix, got {text!r}")
+
+
 def check_cost(cost: torch.Tensor, solver: str, tol) -> None:
     """Shape/dtype/options of a linear_assignment call (no data read)."""
     if cost.dim() < 2:
@@ -56,6 +74,7 @@ def check_cost(cost: torch.Tensor, solver: str, tol) -> None:
         )
     check_choice("solver", solver, SOLVERS)
     check_tol(tol)
+    check_auction_budget(cost.device, solver)
 
 
 # solve_batched's status codes (csrc/ops.cpp) and what each means for the caller.
@@ -122,4 +141,5 @@ def check_assign(x, noise, metric, precision, solver, tol, groups) -> None:
     check_choice("precision", precision, PRECISIONS)
     check_choice("solver", solver, SOLVERS)
     check_tol(tol)
+    check_auction_budget(x.device, solver)
     check_groups(x, groups)

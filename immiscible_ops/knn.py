@@ -49,6 +49,8 @@ _PHILOX_ROUND_B = np.uint64(0xCD9E8D57)
 _SEED_HIGH = 2**63 - 1
 _MAX_COUNTER = 2**32
 _REF_CHUNK = 1 << 22  # candidate elements per reference chunk (~16 MB float32) bounds CPU memory
+_KNN_TILE_ELEMENTS = 2048  # [K_TILE, BLOCK] elements of the kernel's register tile
+_KNN_MAX_K_TILE = 512
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,26 +264,36 @@ if HAS_TRITON:
         index_ptr,  # [B] int64
         seed_ptr,  # [1] int64
         D, D4, K,
-        K_PAD: tl.constexpr, BLOCK: tl.constexpr,
+        K_TILE: tl.constexpr, BLOCK: tl.constexpr,
     ):
         i = tl.program_id(0).to(tl.int64)
         seed = tl.load(seed_ptr)
         x_row = x_ptr + i * D
-        c = tl.arange(0, K_PAD)
-        cand = (i * K + c).to(tl.uint32)
-        cand2 = tl.broadcast_to(cand[:, None], (K_PAD, BLOCK))
-        dist = tl.zeros((K_PAD,), dtype=tl.float64)
-        for g0 in range(0, D4, BLOCK):
-            g = g0 + tl.arange(0, BLOCK)
-            in_row = g < D4
-            g2 = tl.broadcast_to(g.to(tl.uint32)[None, :], (K_PAD, BLOCK))
-            n1, n2, n3, n4 = _normals4(seed, g2, cand2)
-            dist += _sq_dist(x_row, g, in_row, n1)
-            dist += _sq_dist(x_row, D4 + g, in_row & (D4 + g < D), n2)
-            dist += _sq_dist(x_row, 2 * D4 + g, in_row & (2 * D4 + g < D), n3)
-            dist += _sq_dist(x_row, 3 * D4 + g, in_row & (3 * D4 + g < D), n4)
-        dist = tl.where(c < K, dist, float("inf"))
-        best = tl.argmin(dist, axis=0)
+        best = tl.full([], 0, tl.int32)
+        best_dist = tl.full([], float("inf"), tl.float64)
+        # Candidates in tiles of K_TILE (one tile when k <= K_TILE), so the registers a tile needs
+        # do not grow with k.
+        for c0 in range(0, K, K_TILE):
+            c = c0 + tl.arange(0, K_TILE)
+            cand = (i * K + c).to(tl.uint32)
+            cand2 = tl.broadcast_to(cand[:, None], (K_TILE, BLOCK))
+            dist = tl.zeros((K_TILE,), dtype=tl.float64)
+            for g0 in range(0, D4, BLOCK):
+                g = g0 + tl.arange(0, BLOCK)
+                in_row = g < D4
+                g2 = tl.broadcast_to(g.to(tl.uint32)[None, :], (K_TILE, BLOCK))
+                n1, n2, n3, n4 = _normals4(seed, g2, cand2)
+                dist += _sq_dist(x_row, g, in_row, n1)
+                dist += _sq_dist(x_row, D4 + g, in_row & (D4 + g < D), n2)
+                dist += _sq_dist(x_row, 2 * D4 + g, in_row & (2 * D4 + g < D), n3)
+                dist += _sq_dist(x_row, 3 * D4 + g, in_row & (3 * D4 + g < D), n4)
+            dist = tl.where(c < K, dist, float("inf"))
+            tile_dist, tile_best = tl.min(dist, axis=0, return_indices=True)
+            # Strictly lower only: a tie keeps the earlier tile's candidate, the lowest index,
+            # as argmin over all k at once would.
+            take = tile_dist < best_dist
+            best = tl.where(take, c0 + tile_best, best)
+            best_dist = tl.where(take, tile_dist, best_dist)
         tl.store(index_ptr + i, best.to(tl.int64))
         # Regenerate the winner from its counter instead of having kept any candidate.
         win = (i * K + best).to(tl.uint32)
@@ -295,6 +307,14 @@ if HAS_TRITON:
             tl.store(out_row + D4 + g, _to_out(n2, ty), mask=in_row & (D4 + g < D))
             tl.store(out_row + 2 * D4 + g, _to_out(n3, ty), mask=in_row & (2 * D4 + g < D))
             tl.store(out_row + 3 * D4 + g, _to_out(n4, ty), mask=in_row & (3 * D4 + g < D))
+
+
+def _knn_tile(k: int, block: int = 32) -> Tuple[int, int]:
+    """(K_TILE, BLOCK) of the fused kernel for k candidates. The [K_TILE, BLOCK] candidate tile
+    lives in registers: BLOCK shrinks as K_TILE grows, and K_TILE stops at 512: past it the tile
+    no longer shrank and ptxas spilled (k = 4096: 255 registers, 27-29 KB; docs/GPU.md)."""
+    k_tile = min(max(2, triton.next_power_of_2(k)), _KNN_MAX_K_TILE)
+    return k_tile, max(4, min(block, _KNN_TILE_ELEMENTS // k_tile))
 
 
 def knn_noise_triton(x: torch.Tensor, k: int, seed, *, block: int = 32,
@@ -313,11 +333,11 @@ def knn_noise_triton(x: torch.Tensor, k: int, seed, *, block: int = 32,
         index.zero_()
         return out.reshape(x.shape), index
     seed_t = _seed_tensor(seed, x.device)
-    # The whole [K_PAD, BLOCK] candidate tile lives in registers: shrink BLOCK as k grows.
-    k_pad = max(2, triton.next_power_of_2(k))
-    block = max(4, min(block, 2048 // k_pad))
+    k_tile, block = _knn_tile(k, block)
+    # maxnreg: without a stated ceiling ptxas holds the kernel at 168 registers on sm_80 (32 for
+    # k < 8) and spills 4-92 bytes; given 255 it takes 76-226 and spills none (docs/GPU.md).
     _knn_noise_kernel[(b,)](flat, out, index, seed_t, dim, -(-dim // 4), k,
-                            K_PAD=k_pad, BLOCK=block, num_warps=num_warps)
+                            K_TILE=k_tile, BLOCK=block, num_warps=num_warps, maxnreg=255)
     return out.reshape(x.shape), index
 
 

@@ -10,6 +10,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from immiscible_ops import _checks
+
 _GROUPS = {"block": 0, "grid": 1}
 _library = None
 
@@ -78,8 +80,7 @@ def auction_on_host(cost: torch.Tensor, *, group: str = "block", threads: int = 
         raise ValueError(f"threads: expected a multiple of 32 in 32..1024, got {threads!r}")
     if not isinstance(blocks, int) or blocks < 1:
         raise ValueError(f"blocks: expected a positive int, got {blocks!r}")
-    if tol is not None and not tol >= 0:
-        raise ValueError(f"tol: expected a non-negative number, got {tol!r}")
+    _checks.check_tol(tol)  # as linear_assignment: None (the default) or a positive number
 
     lib = _load()
     c = np.ascontiguousarray(cost.detach().cpu().numpy())
@@ -88,8 +89,8 @@ def auction_on_host(cost: torch.Tensor, *, group: str = "block", threads: int = 
     rounds = np.zeros((problems, 2), dtype=np.int32)
     rc = lib.immiscible_auction_on_host(
         c.ctypes.data, problems, n, m, _GROUPS[group], threads, blocks,
-        float(tol) if tol else -1.0, int(bool(exact)), row_to_col.ctypes.data, status.ctypes.data,
-        rounds.ctypes.data)
+        -1.0 if tol is None else float(tol), int(bool(exact)), row_to_col.ctypes.data,
+        status.ctypes.data, rounds.ctypes.data)
     if rc != 0:
         raise RuntimeError("auction_on_host: the host launcher rejected its arguments")
     out = (torch.from_numpy(row_to_col), torch.from_numpy(status))

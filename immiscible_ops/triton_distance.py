@@ -29,16 +29,20 @@ _FP8_MAX = tl.constexpr(FP8_MAX)  # kernels may read only constexpr globals
 _Q_NONE, _Q_FP16, _Q_BF16, _Q_FP8 = 0, 1, 2, 3
 _QUANT = {"fp32": _Q_NONE, "fp16": _Q_FP16, "bf16": _Q_BF16, "fp8": _Q_FP8}
 _STORAGE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn}
+# Row length (elements) the tensor-core kernel needs for vectorized, cp.async-able K tiles: Triton
+# proves 16-byte alignment of a row only from an integer divisible by 16.
+_K_ALIGN = 16
 
 
 # ---------------------------------------------------------------------------------------------
 # Kernels (plain functions, turned into JIT or interpreted kernels below)
 
 
-def _prepare_rows(src, dst, scale_out, norm_out, D, stride_r, stride_d,
+def _prepare_rows(src, dst, scale_out, norm_out, D, D_OUT, stride_r, stride_d,
                   BLOCK_D: tl.constexpr, QUANT: tl.constexpr, WRITE: tl.constexpr):
-    # src [R, D] (any strides) -> dst [R, D] contiguous rounded copy (if WRITE),
-    # norm_out [R] fp32 sum of squares of the rounded values, scale_out [R] (fp8 only).
+    # src [R, D] (any strides) -> dst [R, D_OUT] contiguous rounded copy (if WRITE; columns
+    # D..D_OUT-1 zero), norm_out [R] fp32 sum of squares of the rounded values, scale_out [R]
+    # (fp8 only).
     row = tl.program_id(0).to(tl.int64)
     src_row = src + row * stride_r
     offs = tl.arange(0, BLOCK_D)
@@ -54,7 +58,7 @@ def _prepare_rows(src, dst, scale_out, norm_out, D, stride_r, stride_d,
         scale = tl.where(row_max > 0, tl.math.div_rn(row_max, _FP8_MAX), 1.0)
         tl.store(scale_out + row, scale)
     sumsq = tl.zeros([BLOCK_D], dtype=tl.float32)
-    for k in range(0, D, BLOCK_D):
+    for k in range(0, D_OUT, BLOCK_D):
         mask = k + offs < D
         v = tl.load(src_row + (k + offs) * stride_d, mask=mask, other=0.0).to(tl.float32)
         # Rounding is done on the fp32 bit pattern (round to nearest even, as torch casts) so the
@@ -82,7 +86,8 @@ def _prepare_rows(src, dst, scale_out, norm_out, D, stride_r, stride_d,
         else:
             q = v
         if WRITE:
-            tl.store(dst + row * D + k + offs, q.to(dst.dtype.element_ty), mask=mask)
+            # Masked loads gave 0 beyond D, and 0 rounds to 0: the padding is written as zeros.
+            tl.store(dst + row * D_OUT + k + offs, q.to(dst.dtype.element_ty), mask=k + offs < D_OUT)
         if QUANT == 3:
             q = q * scale
         sumsq += q * q
@@ -196,9 +201,9 @@ def _l1_kernel(x, y, sx, sy, out, N, M, D,
 # memory pipeline; (128 + 256) * 64 * 2 B * 3 stages = 144 KiB fits the H100's 227 KiB.
 
 
-def _cfg(bm, bn, bk, stages, warps, group=8):
+def _cfg(bm, bn, bk, stages, warps, group=8, maxnreg=None):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group},
-                         num_stages=stages, num_warps=warps)
+                         num_stages=stages, num_warps=warps, maxnreg=maxnreg)
 
 
 _TC_CONFIGS = [
@@ -216,7 +221,9 @@ _IEEE_CONFIGS = [
     _cfg(128, 128, 32, 3, 8),
     _cfg(128, 64, 32, 3, 4),
     _cfg(64, 64, 32, 3, 4),
-    _cfg(64, 32, 32, 4, 4),
+    # ptxas left to itself stops this one at 96 registers and spills 20 bytes on sm_90; with a
+    # stated ceiling it takes the same 96 and no spill (docs/GPU.md "Resources").
+    _cfg(64, 32, 32, 4, 4, maxnreg=128),
 ]
 # l1 materializes a [BLOCK_M, BLOCK_N, BLOCK_K] difference in registers: keep it ~8K elements.
 _L1_CONFIGS = [
@@ -235,6 +242,10 @@ def _prune(configs, named_args, **kwargs):
     fit = [c for c in configs
            if c.kwargs["BLOCK_M"] <= max(64, triton.next_power_of_2(n))
            and c.kwargs["BLOCK_N"] <= max(64, triton.next_power_of_2(m))]
+    # BLOCK_K 128 is for 1-byte fp8 operands: with 2-byte ones its pipeline needs 192-288 KB of
+    # shared memory, more than any GPU has (227 KB on sm_90), and tuning would only compile it.
+    if kwargs.get("DOT_DTYPE") not in (None, tl.float8e4nv):
+        fit = [c for c in fit if c.kwargs["BLOCK_K"] < 128]
     return fit or configs[-1:]
 
 
@@ -265,13 +276,13 @@ def _capability(device: torch.device):
     return (0, 0) if device.type != "cuda" else torch.cuda.get_device_capability(device)
 
 
-def _dot_dtype(precision: str, device: torch.device, interpreted: bool):
+def _dot_dtype(precision: str, capability, interpreted: bool):
     """(tl dtype the tiles are multiplied in, torch dtype of the rounded copy)."""
     if precision == "fp32":
         return tl.float32, None
     if precision == "fp16":
         return tl.float16, torch.float16
-    cap = (9, 0) if interpreted else _capability(device)
+    cap = (9, 0) if interpreted else tuple(capability)
     if precision == "bf16":
         # The interpreter's bf16 tl.dot returns garbage (it multiplies the raw bits); bf16
         # products are exact in fp32, so an fp32 dot gives the same result.
@@ -284,23 +295,34 @@ def _dot_dtype(precision: str, device: torch.device, interpreted: bool):
     return tl.float8e4nv, torch.float8_e4m3fn
 
 
-def _prepare(t: torch.Tensor, precision: str, storage, need_norms: bool, interpreted: bool):
-    """t [..., R, D] -> (operand [..., R, D], norms [..., R] or None, scales [..., R] or None)."""
+def _launch(kernel, grid, args, kwargs):
+    kernel[grid](*args, **kwargs)
+
+
+def _prepare(t: torch.Tensor, precision: str, storage, need_norms: bool, interpreted: bool,
+             pad: bool = False, launch=_launch):
+    """t [..., R, D] -> (operand [..., R, D], norms [..., R] or None, scales [..., R] or None).
+    With `pad`, a D that is not a multiple of _K_ALIGN gets a copy whose rows are zero-padded to
+    the next multiple: the operand is then [..., R, D_pad]; the zeros add nothing to a dot."""
     d = t.shape[-1]
-    write = storage is not None and (precision == "fp8" or t.dtype != storage)
+    d_out = -(-d // _K_ALIGN) * _K_ALIGN if pad else d
+    if storage is None and d_out != d:
+        storage = t.dtype  # fp32: a padded copy at full precision
+    write = storage is not None and (precision == "fp8" or t.dtype != storage or d_out != d)
     if not write and not need_norms:
         return t, None, None
     rows = t.reshape(-1, d)
     r = rows.shape[0]
     norms = torch.empty(r, dtype=torch.float32, device=t.device)
     scales = torch.empty(r if precision == "fp8" else 1, dtype=torch.float32, device=t.device)
-    dst = torch.empty((r, d), dtype=storage, device=t.device) if write else norms
+    dst = torch.empty((r, d_out), dtype=storage, device=t.device) if write else norms
     if r:
-        block_d = min(triton.next_power_of_2(max(d, 16)), 128 if interpreted else 1024)
-        _prepare_jit[(r,)](rows, dst, scales, norms, d, rows.stride(0), rows.stride(1),
-                     BLOCK_D=block_d, QUANT=_QUANT[precision], WRITE=write,
-                     num_warps=4 if d >= 1024 else 1)
-    operand = dst.view(t.shape) if write else t
+        block_d = min(triton.next_power_of_2(max(d_out, 16)), 128 if interpreted else 1024)
+        launch(_prepare_jit, (r,),
+               (rows, dst, scales, norms, d, d_out, rows.stride(0), rows.stride(1)),
+               {"BLOCK_D": block_d, "QUANT": _QUANT[precision], "WRITE": write,
+                "num_warps": 4 if d >= 1024 else 1})
+    operand = dst.view(*t.shape[:-1], d_out) if write else t
     return operand, norms.view(t.shape[:-1]), (scales.view(t.shape[:-1]) if precision == "fp8" else None)
 
 
@@ -313,34 +335,35 @@ def _flat(t, batch, p, trailing):
     return t.expand(*batch, *shape).reshape(p, *shape)
 
 
-def triton_pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "l2",
-                             precision: str = "fp32") -> torch.Tensor:
-    """x [..., N, D], y [..., M, D] -> float32 [..., N, M] with the Triton kernels on x's device
-    (CPU tensors: the Triton interpreter). Inputs are assumed valid (see _checks.check_pair)."""
+def _distance(x: torch.Tensor, y: torch.Tensor, metric: str, precision: str, capability,
+              interpreted: bool, launch=_launch) -> torch.Tensor:
+    """x [..., N, D], y [..., M, D] -> float32 [P, N, M]: every kernel goes through
+    launch(kernel, grid, args, kwargs), in order. `capability` (major, minor) picks the dot
+    dtype. .ci/gpu_compile_check.py passes CPU tensors and a `launch` that compiles for a GPU it
+    does not have, so it checks exactly the kernels that would run there."""
     batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
     n, m, d = x.shape[-2], y.shape[-2], x.shape[-1]
     p = math.prod(batch)
     out = torch.empty((p, n, m), dtype=torch.float32, device=x.device)
     if out.numel() == 0:
-        return out.view(*batch, n, m)
+        return out
     if d == 0:
-        return out.zero_().view(*batch, n, m)
+        return out.zero_()
     # Other floating dtypes (fp64, fp8 inputs) are first rounded to fp32, as the reference does.
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         x = x.float()
     if y.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         y = y.float()
 
-    interpreted = INTERPRETED
-    if x.device.type == "cpu" and not interpreted:
-        raise RuntimeError(
-            "triton_pairwise_distance: CPU tensors need the Triton interpreter; set "
-            "TRITON_INTERPRET=1 before triton is first imported"
-        )
-    dot_dtype, storage = _dot_dtype(precision, x.device, interpreted)
+    dot_dtype, storage = _dot_dtype(precision, capability, interpreted)
     l1 = metric == "l1"
-    xq, nx, sx = _prepare(x, precision, storage, not l1, interpreted)
-    yq, ny, sy = _prepare(y, precision, storage, not l1, interpreted)
+    # A row length that is not a multiple of 16 elements defeats Triton's proof of 16-byte
+    # aligned rows: the K tiles load element by element, and ptxas spilled up to 19 KB per thread
+    # on sm_80 (D = 1000; docs/GPU.md "Resources"). Rows zero-padded to a multiple of 16 do not.
+    pad = not l1 and d % _K_ALIGN != 0
+    xq, nx, sx = _prepare(x, precision, storage, not l1, interpreted, pad, launch)
+    yq, ny, sy = _prepare(y, precision, storage, not l1, interpreted, pad, launch)
+    d_k = xq.shape[-1]  # the padded length when padded: its zeros add 0 to every sum
     xq, yq = _flat(xq, batch, p, 2), _flat(yq, batch, p, 2)
     # Norms and scales come out of _prepare with one shape and layout, so one batch stride
     # serves both.
@@ -354,24 +377,40 @@ def triton_pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "l2
     def grid(meta):
         return (triton.cdiv(n, meta["BLOCK_M"]) * triton.cdiv(m, meta["BLOCK_N"]), p)
 
-    with torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext():
-        if l1:
-            args = (xq, yq, sx if scaled else dummy, sy if scaled else dummy, out, n, m, d, *strides)
-            if interpreted:
-                _l1_jit[grid(_INTERP_L1_CONFIG)](*args, **_INTERP_L1_CONFIG, SCALED=scaled)
-            else:
-                _l1_tuned[grid](*args, SCALED=scaled)
+    if l1:
+        args = (xq, yq, sx if scaled else dummy, sy if scaled else dummy, out, n, m, d_k, *strides)
+        if interpreted:
+            launch(_l1_jit, grid(_INTERP_L1_CONFIG), args, {**_INTERP_L1_CONFIG, "SCALED": scaled})
         else:
-            args = (xq, yq, nx, ny, sx if scaled else dummy, sy if scaled else dummy, out,
-                    n, m, d, *strides)
-            flags = {"DOT_DTYPE": dot_dtype, "IEEE": dot_dtype == tl.float32, "SCALED": scaled,
-                     "SQRT": metric == "l2"}
-            if interpreted:
-                cfg = _INTERP_CONFIG
-                _sqdist_jit[grid(cfg)](
-                    *args, **cfg, **flags, EVEN_K=d % cfg["BLOCK_K"] == 0)
-            else:
-                (_sqdist_ieee if flags["IEEE"] else _sqdist_tc)[grid](*args, **flags)
+            launch(_l1_tuned, grid, args, {"SCALED": scaled})
+    else:
+        args = (xq, yq, nx, ny, sx if scaled else dummy, sy if scaled else dummy, out,
+                n, m, d_k, *strides)
+        flags = {"DOT_DTYPE": dot_dtype, "IEEE": dot_dtype == tl.float32, "SCALED": scaled,
+                 "SQRT": metric == "l2"}
+        if interpreted:
+            cfg = _INTERP_CONFIG
+            launch(_sqdist_jit, grid(cfg), args, {**cfg, **flags, "EVEN_K": d_k % cfg["BLOCK_K"] == 0})
+        else:
+            launch(_sqdist_ieee if flags["IEEE"] else _sqdist_tc, grid, args, flags)
+    return out
+
+
+def triton_pairwise_distance(x: torch.Tensor, y: torch.Tensor, metric: str = "l2",
+                             precision: str = "fp32") -> torch.Tensor:
+    """x [..., N, D], y [..., M, D] -> float32 [..., N, M] with the Triton kernels on x's device
+    (CPU tensors: the Triton interpreter). Inputs are assumed valid (see _checks.check_pair)."""
+    batch = torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    n, m = x.shape[-2], y.shape[-2]
+    interpreted = INTERPRETED
+    if x.device.type == "cpu" and not interpreted:
+        raise RuntimeError(
+            "triton_pairwise_distance: CPU tensors need the Triton interpreter; set "
+            "TRITON_INTERPRET=1 before triton is first imported"
+        )
+    capability = (9, 0) if interpreted else _capability(x.device)
+    with torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext():
+        out = _distance(x, y, metric, precision, capability, interpreted)
     return out.view(*batch, n, m)
 
 

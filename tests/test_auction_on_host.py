@@ -4,6 +4,8 @@ several multi-warp blocks per problem (cross-block reductions, grid barriers, th
 than blocks" path). Sizes are small: every emulated GPU thread is an OS thread."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -250,7 +252,9 @@ def test_deterministic(group, gen):
 
 @pytest.mark.parametrize("kwargs,name", [
     ({"group": "warp"}, "group"), ({"threads": 48}, "threads"), ({"threads": 2048}, "threads"),
-    ({"threads": 0}, "threads"), ({"blocks": 0}, "blocks"), ({"tol": -1.0}, "tol")])
+    ({"threads": 0}, "threads"), ({"blocks": 0}, "blocks"), ({"tol": -1.0}, "tol"),
+    # As linear_assignment: tol=0.0 is not a silent "use the default".
+    ({"tol": 0.0}, "tol"), ({"tol": float("nan")}, "tol")])
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         auction_on_host(torch.rand(1, 3, 3), **kwargs)
@@ -269,3 +273,13 @@ def test_missing_module_says_how_to_build(monkeypatch):
     monkeypatch.setattr(testing.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match="build_ext --inplace"):
         auction_on_host(torch.rand(1, 2, 2))
+
+
+def test_reachable_as_an_attribute_after_a_plain_import():
+    script = ("import immiscible_ops, torch; "
+              "out, status = immiscible_ops.testing.auction_on_host(torch.rand(1, 3, 3)); "
+              "print(sorted(out[0].tolist()), int(status[0]))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 1, 2] 0"

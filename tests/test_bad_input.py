@@ -29,6 +29,27 @@ def test_linear_assignment_rejects(name, make, kwargs, message, solver):
         io.linear_assignment(make(), **kwargs)
 
 
+@pytest.mark.parametrize("value", ["0", "-3", "abc", "inf", "nan", "", "64 passes"])
+def test_auction_budget_variable_must_be_a_positive_number(monkeypatch, value):
+    monkeypatch.setenv("IMMISCIBLE_AUCTION_MAX_PASSES", value)
+    cost = torch.rand(4, 6, 6)
+    with pytest.raises(ValueError, match="IMMISCIBLE_AUCTION_MAX_PASSES"):
+        io.linear_assignment(cost, solver="auction")
+    with pytest.raises(ValueError, match="IMMISCIBLE_AUCTION_MAX_PASSES"):
+        io.assign(torch.randn(4, 3), torch.randn(6, 3), solver="auction")
+    # The kernel itself refuses it too (callers of the raw op skip the Python checks).
+    with pytest.raises(RuntimeError, match="IMMISCIBLE_AUCTION_MAX_PASSES"):
+        torch.ops.immiscible.solve_batched(cost, "auction", 0.0)
+    # The exact solver does not read it.
+    assert io.linear_assignment(cost, solver="exact").shape == (4, 6)
+
+
+def test_auction_budget_variable_accepts_a_positive_number(monkeypatch):
+    monkeypatch.setenv("IMMISCIBLE_AUCTION_MAX_PASSES", "2.5")
+    out = io.linear_assignment(torch.rand(5, 7), solver="auction")
+    assert len(set(out.tolist())) == 5
+
+
 def test_torch_ops_entry_point_rejects_too():
     with pytest.raises(ValueError, match="contains NaN"):
         torch.ops.immiscible.linear_assignment(torch.tensor([[math.nan]]))

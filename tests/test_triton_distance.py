@@ -104,7 +104,7 @@ def test_interp_rounding_is_torchs(precision, gen):
     # Row 0's amax is 448, so its fp8 scale is 1 and the planted ties stay ties.
     t[0] = t[0].clamp(-400.0, 400.0)
     t[0, :9] = torch.tensor([ties, 3 * ties, -ties, 5 * ties, 2.0 ** -14, 0.0, -0.0, 1.0, 448.0])
-    storage = td._dot_dtype(precision, t.device, True)[1]
+    storage = td._dot_dtype(precision, None, True)[1]
     q, norms, scales = td._prepare(t, precision, storage, True, True)
     deq = q.float() * scales.unsqueeze(-1) if precision == "fp8" else q.float()
     want = reference.quantize(t, precision)
@@ -145,6 +145,60 @@ def test_interp_same_assignment_as_reference(gen):
     a, b = immiscible_ops.linear_assignment(got), immiscible_ops.linear_assignment(want)
     torch.testing.assert_close(reference.assignment_cost(want, a), reference.assignment_cost(want, b),
                                rtol=1e-5, atol=0)
+
+
+def _launches(x, y, metric, precision, capability=(9, 0)):
+    calls = []
+    td._distance(x, y, metric, precision, capability, False,
+                 launch=lambda kernel, grid, args, kwargs: calls.append((kernel, args, kwargs)))
+    return calls
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("d", [1, 33, 1000, 1024])
+@pytest.mark.parametrize("capability", [(8, 0), (9, 0)])
+def test_tensor_core_rows_are_16_aligned(precision, d, capability, gen):
+    # What the compiled kernel sees (no kernel runs): a row length that is a multiple of 16,
+    # without which sm_80 spills 10-19 KB (docs/GPU.md "Resources"); l1 reads the rows as given.
+    x, y = sample(gen, 5, d), sample(gen, 7, d)
+    kernel, args, _ = _launches(x, y, "l2", precision, capability)[-1]
+    assert kernel is (td._sqdist_ieee if precision == "fp32" else td._sqdist_tc)
+    xq, yq, d_k = args[0], args[1], args[9]
+    assert d_k % 16 == 0 and 0 <= d_k - d < 16
+    assert xq.shape[-1] == yq.shape[-1] == d_k and xq.stride(-2) == yq.stride(-2) == d_k
+    kernel, args, _ = _launches(x, y, "l1", precision, capability)[-1]
+    assert kernel is td._l1_tuned and args[7] == d
+
+
+@pytest.mark.parametrize("dot", ["float16", "bfloat16", "float8e4nv"])
+@pytest.mark.parametrize("n", [1, 100, 1024])
+def test_prune_drops_tiles_that_cannot_fit(dot, n):
+    # BLOCK_K 128 with 2-byte operands needs 192-288 KB of shared memory: no GPU has it.
+    import triton.language as tl
+    kept = td._prune(td._TC_CONFIGS, {"N": n, "M": 1024}, DOT_DTYPE=getattr(tl, dot))
+    assert kept and all(c.kwargs["BLOCK_M"] <= max(64, 1 << (n - 1).bit_length()) for c in kept)
+    # (the BLOCK_K 128 tiles are 128 rows high: below that the size rule drops them anyway)
+    assert any(c.kwargs["BLOCK_K"] == 128 for c in kept) == (dot == "float8e4nv" and n > 64)
+
+
+def test_aligned_fp32_is_not_copied(gen):
+    x, y = sample(gen, 5, 64), sample(gen, 7, 64)
+    kernel, args, _ = _launches(x, y, "l2", "fp32")[-1]
+    assert args[0].data_ptr() == x.data_ptr() and args[1].data_ptr() == y.data_ptr()
+
+
+@interp
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_interp_padded_copy(precision, gen):
+    t = sample(gen, 2, 9, 37) * 3.0
+    storage = td._dot_dtype(precision, None, True)[1]
+    q, norms, scales = td._prepare(t, precision, storage, True, True, pad=True)
+    assert q.shape == (2, 9, 48)
+    assert torch.equal(q[..., 37:].float(), torch.zeros(2, 9, 11))
+    want = reference.quantize(t, precision)
+    deq = q[..., :37].float() * scales.unsqueeze(-1) if precision == "fp8" else q[..., :37].float()
+    assert torch.equal(deq, want)
+    torch.testing.assert_close(norms, want.square().sum(-1), rtol=1e-5, atol=0)
 
 
 def test_cuda_kernel_registered():
@@ -194,7 +248,7 @@ def compile(fn, sig, const, warps):
                           options={"num_warps": warps, "num_stages": 3}).asm["ptx"]
 
 compile(td._prepare_jit, {"src": "*fp32", "dst": "*fp8e4nv", "scale_out": "*fp32", "norm_out": "*fp32",
-        "D": "i32", "stride_r": "i32", "stride_d": "i32"}, {"BLOCK_D": 1024, "QUANT": 3, "WRITE": True}, 4)
+        "D": "i32", "D_OUT": "i32", "stride_r": "i32", "stride_d": "i32"}, {"BLOCK_D": 1024, "QUANT": 3, "WRITE": True}, 4)
 ints = {n: "i32" for n in "N M D sxb sxn sxd syb sym syd snxb snyb sob son som".split()}
 for ptr, dot, bk in (("*fp16", tl.float16, 64), ("*fp8e4nv", tl.float8e4nv, 128)):
     ptx = compile(td._sqdist_jit, {"x": ptr, "y": ptr, "nx": "*fp32", "ny": "*fp32", "sx": "*fp32",

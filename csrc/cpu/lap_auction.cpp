@@ -40,7 +40,6 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kEpsDivisor = 7.0;
-constexpr double kDefaultMaxPasses = 64.0;
 constexpr int64_t kFewValuesMultiplicity = 8;
 
 // Entries farther than this many cost ranges from zero are shifted (in a copy) before bidding,
@@ -255,18 +254,6 @@ class Auction {
   int64_t bids_ = 0, tied_bids_ = 0;
 };
 
-// The bids' work budget, in passes over the cost matrix: IMMISCIBLE_AUCTION_MAX_PASSES, else
-// kDefaultMaxPasses. The exact solver typically needs 1-10 passes; an auction that needs many
-// more is in a bidding war, and the exact solver finishes the job.
-double max_passes() {
-  static const double passes = [] {
-    const char* text = std::getenv("IMMISCIBLE_AUCTION_MAX_PASSES");
-    const double value = text != nullptr ? std::atof(text) : 0.0;
-    return value > 0.0 ? value : kDefaultMaxPasses;
-  }();
-  return passes;
-}
-
 // eps for the next phase. Dividing by kEpsDivisor is the safe step. Jumping to the measured
 // gap / n / kEpsDivisor (/ kEpsDivisor^2 where m >= 2n) skips phases, each a pass over the
 // matrix for the gap, and pays off when a row that loses a bid has free columns to go to
@@ -290,11 +277,11 @@ double next_eps(double eps, double gap, int64_t n, int64_t m, int64_t bids, int6
 }  // namespace
 
 LapStatus solve_lap_auction(const double* cost, int64_t n, int64_t m, double tol,
-                            int64_t* row_to_col) {
+                            double max_passes, int64_t* row_to_col) {
   if (n == 0) return LapStatus::kOk;
   const PreparedCost prepared = prepare(cost, n, m);
   const double* c = prepared.cost;
-  Auction auction(c, n, m, max_passes() * static_cast<double>(n) * static_cast<double>(m));
+  Auction auction(c, n, m, max_passes * static_cast<double>(n) * static_cast<double>(m));
   // On integer costs a phase at eps = 0.5/n ends with gap <= 0.5 < 1, which proves the integer
   // optimum: eps never needs to go lower.
   const double eps_floor = prepared.integral ? 0.5 / static_cast<double>(n)

@@ -72,8 +72,11 @@ class JonkerVolgenant {
         }
       }
     }
+    // Ascending, so a row that is the minimum of several columns keeps the lowest of them
+    // (LAPJV scans downwards and keeps the highest: an all-equal cost then came out as
+    // [n-1, 0, 1, ..., n-2] instead of the identity).
     std::vector<int32_t> matches(n_, 0);
-    for (Index j = m_ - 1; j >= 0; --j) {
+    for (Index j = 0; j < m_; ++j) {
       if (v_[j] == kInf) return false;  // a column no row may take
       const Index i = argmin[j];
       if (++matches[i] == 1) {

@@ -22,8 +22,10 @@ LapStatus check_values(const double* cost, int64_t count);
 LapStatus solve_lap_exact(const double* cost, int64_t n, int64_t m, int64_t* row_to_col);
 
 // Bertsekas auction with epsilon-scaling. The total cost ends within `tol` of the optimum;
-// tol <= 0 selects the default (1e-6 of the total, exact on integer-valued costs).
+// tol <= 0 selects the default (1e-6 of the total, exact on integer-valued costs). The bids
+// get max_passes * n * m of work; an auction that needs more (a bidding war) is finished by
+// the exact solver.
 LapStatus solve_lap_auction(const double* cost, int64_t n, int64_t m, double tol,
-                            int64_t* row_to_col);
+                            double max_passes, int64_t* row_to_col);
 
 }  // namespace immiscible::cpu

@@ -1,6 +1,8 @@
 // CPU kernel of immiscible::solve_batched: one solver call per problem, problems spread over
 // torch's intra-op threads.
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -14,6 +16,7 @@
 #include <torch/headeronly/util/Half.h>
 
 #include "cpu/lap_solvers.h"
+#include "stable_boxing.h"
 
 namespace immiscible::cpu {
 namespace {
@@ -28,6 +31,20 @@ Solver parse_solver(const std::string& name) {
   if (name == "auto" || name == "exact") return Solver::kExact;
   if (name == "auction") return Solver::kAuction;
   STD_TORCH_CHECK(false, "solver: unknown solver '", name, "' for CPU");
+}
+
+// The CPU auction's work budget, in passes over the cost matrix: IMMISCIBLE_AUCTION_MAX_PASSES,
+// else 64. The exact solver typically needs 1-10 passes; an auction that needs many more is in
+// a bidding war, and the exact solver finishes the job.
+double auction_max_passes() {
+  const char* text = std::getenv("IMMISCIBLE_AUCTION_MAX_PASSES");
+  if (text == nullptr) return 64.0;
+  char* end = nullptr;
+  const double value = std::strtod(text, &end);
+  STD_TORCH_CHECK(end != text && *end == '\0' && value > 0.0 && std::isfinite(value),
+                  "IMMISCIBLE_AUCTION_MAX_PASSES: expected a positive number of passes over the "
+                  "cost matrix, got '", text, "'");
+  return value;
 }
 
 // Problem p of cost as a contiguous float64 [n, m] matrix: a view when cost already is one,
@@ -62,6 +79,8 @@ std::tuple<Tensor, Tensor> solve_batched_cpu(Tensor cost, std::string solver_nam
 
   Tensor row_to_col = torch::stable::new_empty(cost, {problems, n}, ScalarType::Long);
   Tensor status = torch::stable::new_empty(cost, {problems}, ScalarType::Int);
+  // Read on the calling thread, so that a malformed value is an error raised to the caller.
+  const double max_passes = solver == Solver::kAuction ? auction_max_passes() : 0.0;
   int64_t* out = row_to_col.mutable_data_ptr<int64_t>();
   int32_t* stat = status.mutable_data_ptr<int32_t>();
 
@@ -76,7 +95,7 @@ std::tuple<Tensor, Tensor> solve_batched_cpu(Tensor cost, std::string solver_nam
       LapStatus s = check_values(cp, n * m);
       if (s == LapStatus::kOk) {
         s = solver == Solver::kExact ? solve_lap_exact(cp, n, m, xp)
-                                     : solve_lap_auction(cp, n, m, tol, xp);
+                                     : solve_lap_auction(cp, n, m, tol, max_passes, xp);
       }
       if (s != LapStatus::kOk) std::fill(xp, xp + n, int64_t{-1});  // never a partial answer
       stat[p] = static_cast<int32_t>(s);
@@ -101,7 +120,7 @@ LapStatus check_values(const double* cost, int64_t count) {
 }
 
 STABLE_TORCH_LIBRARY_IMPL(immiscible, CPU, m) {
-  m.impl("solve_batched", TORCH_BOX(&solve_batched_cpu));
+  m.impl("solve_batched", IMMISCIBLE_BOX(&solve_batched_cpu));
 }
 
 }  // namespace immiscible::cpu

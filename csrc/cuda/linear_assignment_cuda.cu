@@ -23,6 +23,7 @@
 
 #include "cuda/auction.cuh"
 #include "cuda/launch_config.h"
+#include "stable_boxing.h"
 
 namespace immiscible::cuda {
 namespace {
@@ -37,7 +38,18 @@ using torch::stable::Tensor;
                     cudaGetErrorString(err_));                                             \
   } while (0)
 
-__global__ void __launch_bounds__(512)
+// __launch_bounds__(512) lets ptxas hold both kernels at 64 registers (two 512-thread blocks per SM)
+// and spill (sm_90 grid kernel: 220 bytes of spill stores); (512, 1) gives them up to 128
+// registers and no spill, at one resident block per SM (half the grid in grid mode). Which wins
+// is a GPU measurement (benchmarks/gpu_round.sh, stage "bounds"); setup.py builds the second with
+// IMMISCIBLE_CUDA_MIN_BLOCKS=1. Figures per target: docs/GPU.md "Resources".
+#if defined(IMMISCIBLE_AUCTION_MIN_BLOCKS) && IMMISCIBLE_AUCTION_MIN_BLOCKS > 0
+#define IMMISCIBLE_AUCTION_BOUNDS(threads) __launch_bounds__(threads, IMMISCIBLE_AUCTION_MIN_BLOCKS)
+#else
+#define IMMISCIBLE_AUCTION_BOUNDS(threads) __launch_bounds__(threads)
+#endif
+
+__global__ void IMMISCIBLE_AUCTION_BOUNDS(512)
     auction_block_kernel(const float* __restrict__ cost,  // [P, N, M]
                          int n, int m, float tol, bool exact, int max_rounds,
                          unsigned char* workspace,  // [P, state_bytes(M)] unless in smem
@@ -52,7 +64,7 @@ __global__ void __launch_bounds__(512)
                 row_to_col + p * n, status + p, nullptr);
 }
 
-__global__ void __launch_bounds__(kGridThreads)
+__global__ void IMMISCIBLE_AUCTION_BOUNDS(kGridThreads)
     auction_grid_kernel(const float* __restrict__ cost,  // [P, N, M]
                         int problems, int n, int m, float tol, bool exact, int max_rounds,
                         unsigned char* workspace,  // [state_bytes(M)]
@@ -189,7 +201,7 @@ DeviceInfo query_device(int device) {
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(immiscible, CUDA, m) {
-  m.impl("solve_batched", TORCH_BOX(&solve_batched_cuda));
+  m.impl("solve_batched", IMMISCIBLE_BOX(&solve_batched_cuda));
 }
 
 }  // namespace immiscible::cuda
