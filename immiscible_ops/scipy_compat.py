@@ -17,7 +17,8 @@ What is scipy's and what is ours:
     entries") and for a matrix whose every assignment uses a forbidden pair ("cost matrix is
     infeasible"); TypeError for dtypes numpy cannot cast to float64 safely (complex, str, object);
   * ties: any optimal assignment may come back (scipy's and ours both are optimal; they can differ
-    where several are). A matrix whose entries are all equal gives scipy's answer, the identity.
+    where several are). On the CPU a matrix whose entries are all equal gives scipy's answer, the
+    identity (the exact solver keeps each row's lowest column among equals).
 CPU tensors and numpy use the exact Jonker-Volgenant solver (float64 inside, scipy's optimum);
 CUDA tensors use the CUDA solver under solver="auto" (the auction: within 1e-6 of the total,
 exact on integer costs; `immiscible_ops.linear_assignment` documents it).
@@ -63,14 +64,6 @@ def _as_tensor(cost_matrix) -> Tuple[torch.Tensor, bool]:
         return torch.from_numpy(a), False
 
 
-def _all_equal_finite(t: torch.Tensor) -> bool:
-    # scipy returns the identity on a constant matrix; row 0 decides almost always in O(M).
-    first = t[0, 0]
-    if not bool(torch.isfinite(first)) or not bool((t[0] == first).all()):
-        return False
-    return bool((t == first).all())
-
-
 def _raise_rejected(t: torch.Tensor) -> None:
     if bool(torch.isnan(t).any()) or bool(torch.isneginf(t).any()):
         raise ValueError(f"cost_matrix: {_INVALID}")
@@ -94,9 +87,6 @@ def linear_sum_assignment(cost_matrix, maximize: bool = False) -> Tuple[Array, A
         return out(empty, empty.clone())
     if maximize:
         cost = -cost
-    if _all_equal_finite(cost):
-        ident = torch.arange(min(n, m), device=device)
-        return out(ident, ident.clone())
     tall = n > m
     problem = cost.t() if tall else cost
     # validate=False: a rejected problem comes back as rows of -1; the cause is looked up only then.
