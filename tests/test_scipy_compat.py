@@ -125,7 +125,10 @@ def test_tensors_in_tensors_out(gen, dtype, shape):
     assert rows.dtype == cols.dtype == torch.long and rows.device == t.device
     c = t.double().numpy()
     want_rows, want_cols = scipy_lsa(c)
-    assert rows.tolist() == want_rows.tolist()
+    # low-precision, integer and bool matrices tie: a tall one may match other rows than scipy's
+    assert rows.tolist() == sorted(set(rows.tolist())) and len(rows) == min(shape)
+    if shape[0] <= shape[1]:
+        assert rows.tolist() == want_rows.tolist()
     assert c[rows.numpy(), cols.numpy()].sum() == pytest.approx(c[want_rows, want_cols].sum(), rel=1e-12)
     rows, cols = linear_sum_assignment(t, maximize=True)
     want_rows, want_cols = scipy_lsa(c, maximize=True)
