@@ -59,6 +59,7 @@ step "fresh venv: torch 2.13.0 (CPU) and the repaired wheel with its extras, not
 start=$SECONDS
 "$work/venv/bin/pip" install -q torch==2.13.0
 "$work/venv/bin/pip" install -q "${wheel}[test,bench,train]"
+"$work/venv/bin/pip" install -q --no-deps -r requirements-nodeps.txt  # as README's set-up line
 echo "installed in $((SECONDS - start)) s"
 
 step "test suite against the installed wheel, from outside the source tree"

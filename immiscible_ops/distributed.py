@@ -38,13 +38,15 @@ _SEED_HIGH = 2**63 - 1
 _DESC_LEN = 7 + _MAX_DIMS
 
 
-def _options_hash(method: str, pool_factor: int, cost_precision: str, kwargs: dict) -> int:
-    text = repr((method, pool_factor if method == "pool" else 1, cost_precision,
-                 sorted(kwargs.items())))
+def _options_hash(method: str, pool_factor: int, pool_size, cost_precision: str,
+                  kwargs: dict) -> int:
+    pool = (pool_factor, pool_size) if method == "pool" else (1, None)
+    text = repr((method, pool, cost_precision, sorted(kwargs.items())))
     return zlib.crc32(text.encode())
 
 
-def _descriptor(x, groups, method, pool_factor, cost_precision, kwargs, generator) -> torch.Tensor:
+def _descriptor(x, groups, method, pool_factor, pool_size, cost_precision, kwargs,
+                generator) -> torch.Tensor:
     desc = torch.full((_DESC_LEN,), -1, dtype=torch.int64)
     error = None
     try:
@@ -59,6 +61,10 @@ def _descriptor(x, groups, method, pool_factor, cost_precision, kwargs, generato
             raise ValueError(f"cost_precision: expected one of {', '.join(COST_PRECISIONS)}, "
                              f"got {cost_precision!r}")
         check_positive_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
+        if pool_size is not None:
+            if method != "pool":
+                raise ValueError(f"pool_size: only method 'pool' draws a pool, got method {method!r}")
+            check_positive_int("pool_size", pool_size, "noise pool of pool_size draws for the job")
         if cost_precision == "fp16" and kwargs.get("metric", "l2") != "l2":
             raise ValueError("cost_precision: fp16 overflows for l1/sqeuclidean distances of "
                              "large inputs; use bf16 or fp32")
@@ -74,7 +80,8 @@ def _descriptor(x, groups, method, pool_factor, cost_precision, kwargs, generato
     seed = torch.randint(0, _SEED_HIGH, (1,), generator=generator,
                          device=generator.device if generator is not None else x.device)
     desc[:7] = torch.tensor([1, x.shape[0], x.dim(), _DTYPES.index(x.dtype), groups is not None,
-                             _options_hash(method, pool_factor, cost_precision, kwargs), 0])
+                             _options_hash(method, pool_factor, pool_size, cost_precision,
+                                           kwargs), 0])
     desc[6] = seed.cpu()[0]
     desc[7:7 + x.dim() - 1] = torch.tensor(x.shape[1:], dtype=torch.int64)
     return desc, None
@@ -101,17 +108,19 @@ def _check_agreement(table: torch.Tensor, error: Optional[ValueError]) -> None:
 def immiscible_noise_global(x: torch.Tensor, *, group=None, method: str = "assign",
                             generator: Optional[torch.Generator] = None,
                             groups: Optional[torch.Tensor] = None, pool_factor: int = 2,
-                            cost_precision: str = "fp32", **assign_kwargs) -> torch.Tensor:
+                            pool_size: Optional[int] = None, cost_precision: str = "fp32",
+                            **assign_kwargs) -> torch.Tensor:
     """Collective: x [b_r, ...] on each rank of `group` -> noise like x from one assignment of the
-    concatenated batch (rank order, B = sum(b_r)) to a shared pool of B draws (pool_factor * B
-    for method "pool"); method "assign" | "pool" | "flip" and groups [b_r] as in immiscible_noise."""
+    concatenated batch (rank order, B = sum(b_r)) to a shared pool of B draws (for method "pool":
+    pool_size >= B draws for the whole job, default pool_factor * B); method "assign" | "pool" |
+    "flip" and groups [b_r] as in immiscible_noise."""
     world = dist.get_world_size(group)
     rank = dist.get_rank(group)
     src = dist.get_global_rank(group, 0) if group not in (None, dist.GroupMember.WORLD) else 0
     device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
 
-    desc, error = _descriptor(x, groups, method, pool_factor, cost_precision, assign_kwargs,
-                              generator)
+    desc, error = _descriptor(x, groups, method, pool_factor, pool_size, cost_precision,
+                              assign_kwargs, generator)
     table = [torch.empty_like(desc, device=device) for _ in range(world)]
     dist.all_gather(table, desc.to(device), group=group)
     table = torch.stack(table).cpu()
@@ -120,7 +129,13 @@ def immiscible_noise_global(x: torch.Tensor, *, group=None, method: str = "assig
     sizes = table[:, 1].tolist()
     b, total, bmax = sizes[rank], sum(sizes), max(sizes)
     offset = sum(sizes[:rank])
-    pool_size = pool_factor * total if method == "pool" else total
+    if method == "pool":
+        pool_size = pool_factor * total if pool_size is None else pool_size
+        if pool_size < total:  # every rank holds the same table: all raise, none hangs
+            raise ValueError(f"pool_size: a pool of {pool_size} is smaller than the job's "
+                             f"batch of {total}")
+    else:
+        pool_size = total
     gen = torch.Generator(device=device).manual_seed(int(table[0, 6]))
     pool = torch.randn((pool_size, *x.shape[1:]), generator=gen, device=device, dtype=x.dtype)
     if total == 0:

@@ -2,12 +2,17 @@
 
 Methods (docs/NOISE.md gives cost and traffic):
   "assign"  B draws, minimum-distance assignment of the batch (the paper's method, default)
-  "pool"    pool_factor * B draws, the batch takes its best B of them
-  "knn"     per image k draws, keep the nearest (fused kernel on CUDA, immiscible_ops.knn)
+  "pool"    pool_size (default pool_factor * B) draws, the batch takes its best B of them
+  "knn"     per image k candidates, keep the nearest: on CUDA the fused Philox kernel
+            (immiscible_ops.knn); on the CPU, or with the caller's own `candidates`, the plain
+            torch recipe of kohya-ss / OneTrainer (knn.select_nearest)
   "flip"    control: assignment computed against the noise with its flattened dims reversed,
             applied to the unreversed noise (same permutation cost, no transport benefit)
   "none"    plain Gaussian noise
-"knn" and "none" have no cross-image coupling, so scope="global" runs them locally on each rank.
+"knn" and "none" have no cross-image coupling, so scope="global" runs them locally on each rank;
+so does every method when there is no initialized process group or it has one process.
+The result keeps x's memory format (channels_last latents get channels_last noise), as
+torch.randn_like would; its values are the same as for contiguous x.
 """
 
 from typing import Optional
@@ -20,35 +25,65 @@ from immiscible_ops.ops import assign
 
 METHODS = ("assign", "pool", "knn", "flip", "none")
 ASSIGN_KWARGS = ("metric", "precision", "solver", "tol", "validate")
+GLOBAL_ONLY_KWARGS = ("cost_precision",)
 _KNN_METRICS = ("l2", "sqeuclidean")  # same argmin
+_DEFAULT_K = 8
+
+
+def _like(x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """noise [B, ...] (contiguous, x's shape) laid out in memory as x is."""
+    if x.is_contiguous():
+        return noise
+    out = torch.empty_like(x, memory_format=torch.preserve_format)
+    return noise if out.stride() == noise.stride() else out.copy_(noise)
+
+
+def _global_active(process_group) -> bool:
+    import torch.distributed as dist
+
+    return (dist.is_available() and dist.is_initialized()
+            and dist.get_world_size(process_group) > 1)
 
 
 def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
                      generator: Optional[torch.Generator] = None,
-                     groups: Optional[torch.Tensor] = None, k: int = 8, pool_factor: int = 2,
+                     groups: Optional[torch.Tensor] = None, k: Optional[int] = None,
+                     pool_factor: int = 2, pool_size: Optional[int] = None,
+                     candidates: Optional[torch.Tensor] = None,
+                     distance_dtype: Optional[torch.dtype] = None,
                      scope: str = "local", process_group=None, **assign_kwargs) -> torch.Tensor:
-    """Returns noise shaped and typed like x [B, ...] for method "assign" | "pool" | "knn" |
-    "flip" | "none" (module docstring); k: knn candidates per image; pool_factor: pool of
-    pool_factor * B draws; groups [B]: class labels, images take noise from their class's share
-    (ignored by "knn", whose candidates are per image); other keywords go to `assign`.
-    scope "global" (a collective over torch.distributed `process_group`): one assignment for the
-    whole job, see immiscible_ops.distributed; "local" (default): each rank on its own."""
+    """Returns noise shaped, typed and laid out like x [B, ...] for method "assign" | "pool" |
+    "knn" | "flip" | "none" (module docstring). pool: pool_size draws (any K >= B), default
+    pool_factor * B. knn: k candidates per image (default 8), or the caller's `candidates`
+    [B, k, ...] (then k is candidates.shape[1]); the nearest in L2, on the caller's candidates and
+    on the CPU measured as torch.linalg.vector_norm in distance_dtype (default: the candidates'
+    and x's promoted dtype), lowest index on ties (knn.select_nearest). groups [B]: class labels,
+    images take noise from their class's share (ignored by "knn", whose candidates are per
+    image); other keywords go to `assign`. scope "global": one assignment for the whole
+    torch.distributed job (`process_group`, immiscible_ops.distributed; cost_precision= applies
+    there), the local solve without an initialized group or with one process; "local" (default):
+    each rank on its own."""
     if method not in METHODS:
         raise ValueError(f"method: unknown method {method!r}; expected one of {', '.join(METHODS)}")
     if scope not in ("local", "global"):
         raise ValueError(f"scope: expected 'local' or 'global', got {scope!r}")
-    if scope == "global" and method in ("assign", "pool", "flip"):
+    if candidates is not None and method != "knn":
+        raise ValueError(f"candidates: only method 'knn' picks among candidates, got method {method!r}")
+    if distance_dtype is not None and method != "knn":
+        raise ValueError(f"distance_dtype: only method 'knn' takes it, got method {method!r}")
+    if pool_size is not None and method != "pool":
+        raise ValueError(f"pool_size: only method 'pool' draws a pool, got method {method!r}")
+    if scope == "global" and method in ("assign", "pool", "flip") and _global_active(process_group):
         from immiscible_ops.distributed import immiscible_noise_global
 
-        return immiscible_noise_global(x, group=process_group, method=method, generator=generator,
-                                       groups=groups, pool_factor=pool_factor, **assign_kwargs)
-    unknown = sorted(set(assign_kwargs) - set(ASSIGN_KWARGS))
-    if unknown:
-        raise ValueError(f"{unknown[0]}: unknown keyword argument; expected k, pool_factor, "
-                         f"groups or one of {', '.join(ASSIGN_KWARGS)}")
+        noise = immiscible_noise_global(x, group=process_group, method=method,
+                                        generator=generator, groups=groups,
+                                        pool_factor=pool_factor, pool_size=pool_size,
+                                        **assign_kwargs)
+        return _like(x, noise)
+    assign_kwargs = _local_kwargs(scope, assign_kwargs)
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.is_floating_point():
         raise ValueError("x: expected a floating-point tensor with a leading batch dimension")
-    check_positive_int("k", k, "candidates per image")
     check_positive_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
     check_groups(x, groups)
 
@@ -56,16 +91,54 @@ def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
         metric = assign_kwargs.get("metric", "l2")
         if metric not in _KNN_METRICS:
             raise ValueError(f"metric: method 'knn' supports {' or '.join(_KNN_METRICS)}, got {metric!r}")
-        return _knn.knn_noise(x, k, generator=generator)
+        return _like(x, _knn_noise(x, k, candidates, distance_dtype, generator))
 
     b = x.shape[0]
-    pool = pool_factor * b if method == "pool" else b
+    pool = b
+    if method == "pool":
+        if pool_size is not None:
+            check_positive_int("pool_size", pool_size, "noise pool of pool_size draws")
+        pool = pool_factor * b if pool_size is None else pool_size
+        if pool < b:
+            raise ValueError(f"pool_size: a pool of {pool} is smaller than the batch of {b}")
     noise = torch.randn((pool, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
     if method == "none" or b == 0:
-        return noise[:b]
+        return _like(x, noise[:b])
     if method == "flip":
         # Reversing the flattened dims keeps every distance's distribution but breaks the
         # image-noise geometry the assignment would exploit.
-        target = noise.reshape(b, -1).flip(-1).reshape(noise.shape)
-        return noise[assign(x, target, groups=groups, **assign_kwargs)]
-    return noise[assign(x, noise, groups=groups, **assign_kwargs)]
+        target = noise.reshape(pool, -1).flip(-1).reshape(noise.shape)
+        return _like(x, noise[assign(x, target, groups=groups, **assign_kwargs)])
+    return _like(x, noise[assign(x, noise, groups=groups, **assign_kwargs)])
+
+
+def _local_kwargs(scope: str, assign_kwargs: dict) -> dict:
+    """assign's keywords, with the global-only ones checked and dropped for a local solve."""
+    assign_kwargs = dict(assign_kwargs)
+    if scope == "global" and "cost_precision" in assign_kwargs:
+        from immiscible_ops.distributed import COST_PRECISIONS
+
+        value = assign_kwargs.pop("cost_precision")
+        if value not in COST_PRECISIONS:
+            raise ValueError(f"cost_precision: expected one of {', '.join(COST_PRECISIONS)}, "
+                             f"got {value!r}")
+    unknown = sorted(set(assign_kwargs) - set(ASSIGN_KWARGS))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown keyword argument; expected k, pool_factor, "
+                         f"pool_size, candidates, distance_dtype, groups or one of "
+                         f"{', '.join(ASSIGN_KWARGS)}")
+    return assign_kwargs
+
+
+def _knn_noise(x, k, candidates, distance_dtype, generator) -> torch.Tensor:
+    if candidates is not None:
+        _knn.check_candidates(x, candidates, distance_dtype)
+        if k is not None and k != candidates.shape[1]:
+            raise ValueError(f"k: {k} differs from the {candidates.shape[1]} candidates given per image")
+        return _knn.select_nearest(x, candidates, distance_dtype=distance_dtype)
+    k = _DEFAULT_K if k is None else k
+    check_positive_int("k", k, "candidates per image")
+    _knn.check_distance_dtype(distance_dtype)
+    if x.is_cuda and _knn.HAS_TRITON and distance_dtype is None:
+        return _knn.knn_noise(x, k, generator=generator)
+    return _knn.knn_noise_randn(x, k, generator=generator, distance_dtype=distance_dtype)

@@ -33,6 +33,7 @@ def cases():
     return [
         ("assign", dict()),
         ("pool", dict(method="pool", pool_factor=3)),
+        ("pool_size", dict(method="pool", pool_size=13)),  # any K >= B for the job (B = 8)
         ("flip", dict(method="flip")),
         ("groups", dict(groups="labels")),
         ("fp16_cost", dict(cost_precision="fp16", precision="fp32")),
@@ -60,6 +61,9 @@ def _worker(rank, port, scenario, data, out_dir):
                 results[name] = immiscible_noise_global(x, generator=gen, **kwargs)
             gen = torch.Generator().manual_seed(rank_seed(rank))
             results["scope"] = immiscible_noise(x, scope="global", generator=gen)
+            gen = torch.Generator().manual_seed(rank_seed(rank))
+            results["channels_last"] = immiscible_noise(
+                x.contiguous(memory_format=torch.channels_last), scope="global", generator=gen)
         else:
             bad = {  # rank 1's deviation -> every rank must raise
                 "shape": dict(x=x[:, :, :4]),
@@ -68,6 +72,7 @@ def _worker(rank, port, scenario, data, out_dir):
                 "options": dict(kwargs=dict(metric="l1")),
                 "invalid_arg": dict(kwargs=dict(method="knn")),
                 "groups": dict(kwargs=dict(groups=labels)),
+                "pool_size": dict(kwargs=dict(method="pool", pool_size=9)),
             }
             for name, change in bad.items():
                 xr = change.get("x", x) if rank == 1 else x
@@ -77,6 +82,11 @@ def _worker(rank, port, scenario, data, out_dir):
                     results[name] = "no error"
                 except ValueError as e:
                     results[name] = str(e)
+            try:  # agreed on by both ranks, but smaller than the job's batch of 8
+                immiscible_noise_global(x, method="pool", pool_size=7)
+                results["pool_too_small"] = "no error"
+            except ValueError as e:
+                results["pool_too_small"] = str(e)
             # The group is still usable after every failure.
             results["after"] = immiscible_noise_global(x).shape
     finally:
@@ -108,7 +118,9 @@ def single_process(data, name, kwargs):
     """The same problem solved on one process: rank 0's seed, the concatenated batch."""
     x = data["x"]
     seed = int(torch.randint(0, SEED_HIGH, (1,), generator=torch.Generator().manual_seed(rank_seed(0))))
-    pool_size = kwargs.get("pool_factor", 2) * len(x) if kwargs.get("method") == "pool" else len(x)
+    pool_size = len(x)
+    if kwargs.get("method") == "pool":
+        pool_size = kwargs.get("pool_size", kwargs.get("pool_factor", 2) * len(x))
     pool = torch.randn((pool_size, *SHAPE), generator=torch.Generator().manual_seed(seed))
     target = pool.reshape(pool_size, -1).flip(-1).reshape(pool.shape) if kwargs.get("method") == "flip" else pool
     akw = {k: v for k, v in kwargs.items() if k in ("metric", "precision", "solver")}
@@ -130,6 +142,8 @@ def test_global_equals_single_process(tmp_path):
         assert torch.equal(got, want), name
     for r in range(WORLD):
         assert torch.equal(out[r]["scope"], out[r]["assign"])
+        assert torch.equal(out[r]["channels_last"], out[r]["assign"])
+        assert out[r]["channels_last"].is_contiguous(memory_format=torch.channels_last)
     # Distinct noise across ranks: one global assignment, not two local ones.
     got = torch.cat([out[r]["assign"] for r in range(WORLD)]).reshape(sum(SIZES), -1)
     assert torch.unique(got, dim=0).shape[0] == sum(SIZES)
@@ -138,7 +152,8 @@ def test_global_equals_single_process(tmp_path):
 def test_mismatch_raises_on_every_rank(tmp_path):
     out = launch("mismatch", fresh_data(), tmp_path)
     expect = {"shape": "shape after the batch", "dtype": "dtype", "ndim": "number of dims",
-              "options": "options", "groups": "groups given"}
+              "options": "options", "groups": "groups given", "pool_size": "options",
+              "pool_too_small": "pool_size: a pool of 7 is smaller than the job's batch of 8"}
     for r in range(WORLD):
         for name, text in expect.items():
             assert text in out[r][name], (r, name, out[r][name])
