@@ -22,12 +22,12 @@ except ImportError:  # no triton: CUDA distances use the plain-torch reference i
 
 
 def __getattr__(name):
-    # `immiscible_ops.testing` without its own import; loaded on first use only, since it
-    # opens the host-emulation library.
-    if name == "testing":
+    # `immiscible_ops.testing` (it opens the host-emulation library) and
+    # `immiscible_ops.integrations` without an import of their own, loaded on first use only.
+    if name in ("testing", "integrations"):
         import importlib
 
-        return importlib.import_module("immiscible_ops.testing")
+        return importlib.import_module(f"immiscible_ops.{name}")
     raise AttributeError(f"module 'immiscible_ops' has no attribute {name!r}")
 
 

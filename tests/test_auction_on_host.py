@@ -283,3 +283,11 @@ def test_reachable_as_an_attribute_after_a_plain_import():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[0, 1, 2] 0"
+
+
+def test_integrations_reachable_as_an_attribute_after_a_plain_import():
+    script = "import immiscible_ops; print(immiscible_ops.integrations.__name__)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "immiscible_ops.integrations"
