@@ -75,3 +75,55 @@ def make_cost(kind: str, n: int, m: int, gen: torch.Generator) -> torch.Tensor:
 @pytest.fixture(scope="session")
 def np_rng():
     return np.random.default_rng()
+
+
+def tiny_train_config(tmp_path, name="run", **kw):
+    """A trainer config that trains in about a second: tiny nets, few steps, small evaluation."""
+    from immiscible_ops.train.trainer import Config
+
+    base = dict(out=str(tmp_path / name), steps=4, batch_size=8, eval_every=4, checkpoint_every=4,
+                eval_samples=24, sample_steps=2, unet_widths=(8, 16), mlp_hidden=32, mlp_depth=1,
+                n_points=200, feature_epochs=1, warmup=2, progress=False,
+                cache_dir=str(tmp_path / "cache"), threads=1)
+    base.update(kw)
+    return Config(**base)
+
+
+def run_knn_interpreted(body: str, timeout: float = 600) -> str:
+    """Runs `body` in a fresh interpreter with TRITON_INTERPRET=1 (it must be set before triton
+    loads), with torch, numpy as np and immiscible_ops.knn imported; returns its stdout."""
+    import subprocess
+    import sys
+    import textwrap
+
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    code = "import torch, numpy as np\nfrom immiscible_ops import knn\n" + textwrap.dedent(body)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
+def train_records(run, kind):
+    """The JSONL log records of one kind ("train", "eval", ...) of a trainer run folder."""
+    import json
+    from pathlib import Path
+
+    return [r for r in map(json.loads, Path(run, "log.jsonl").read_text().splitlines())
+            if r["type"] == kind]
+
+
+def assert_resumed_identically(full_out, part_out, keys=("ema",)):
+    """A run killed and resumed (part_out) logged and saved exactly what the straight run did."""
+    from pathlib import Path
+
+    assert [r["loss"] for r in train_records(full_out, "train")] == \
+        [r["loss"] for r in train_records(part_out, "train")]
+    assert train_records(full_out, "eval") == train_records(part_out, "eval")
+    ca = torch.load(Path(full_out, "checkpoint.pt"), weights_only=False)
+    cb = torch.load(Path(part_out, "checkpoint.pt"), weights_only=False)
+    for key in keys:
+        for name, t in ca[key].items():
+            assert torch.equal(t, cb[key][name]), (key, name)
+    return ca, cb

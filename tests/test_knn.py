@@ -1,13 +1,9 @@
 """KNN noise: fused Triton kernel vs its numpy reference vs a naive materialize-and-argmin."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
 
+from conftest import run_knn_interpreted
 from immiscible_ops import knn
 
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -26,14 +22,7 @@ def fresh_seed() -> int:
 
 
 def run_interpreted(body: str) -> str:
-    """Runs `body` in a fresh interpreter with TRITON_INTERPRET=1 (it must be set before triton loads)."""
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    code = "import torch, numpy as np\nfrom immiscible_ops import knn\n" + textwrap.dedent(body)
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stdout
+    return run_knn_interpreted(body, timeout=300)
 
 
 def test_reference_philox_equals_triton_randn4x():

@@ -4,27 +4,18 @@ k beyond _KNN_MAX_K_TILE runs the kernel's loop over candidate tiles (before, on
 in registers, which spilled: docs/GPU.md "Resources"); these check the loop and its tie rule.
 """
 
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 
+from conftest import run_knn_interpreted
 from immiscible_ops import knn
 
 pytest.importorskip("triton")
 
 
 def run_interpreted(body: str) -> str:
-    """Runs `body` in a fresh interpreter with TRITON_INTERPRET=1 (it must be set before triton loads)."""
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    code = "import torch\nfrom immiscible_ops import knn\n" + textwrap.dedent(body)
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc.stdout
+    return run_knn_interpreted(body, timeout=600)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 7, 64, 100, 511, 512, 513, 1000, 1024, 4096, 2**20])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import immiscible_ops
-from immiscible_ops import assign, immiscible_noise, knn, reference
+from immiscible_ops import assign, immiscible_noise, reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(7, 3, 5, 5), (6, 4, 8, 8), (1, 2, 3), (5, 11)]  # odd images, latents, B = 1, flat

@@ -19,17 +19,12 @@ pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 from immiscible_ops.train import cli, compare, data, metrics  # noqa: E402
-from immiscible_ops.train.trainer import Config, train  # noqa: E402
+from immiscible_ops.train.trainer import train  # noqa: E402
+from conftest import tiny_train_config  # noqa: E402
 
 
 def tiny(tmp_path, name="run", **kw):
-    """A config that trains in about a second: tiny nets, few steps, small evaluation."""
-    base = dict(out=str(tmp_path / name), steps=4, batch_size=8, eval_every=4, checkpoint_every=4,
-                eval_samples=24, sample_steps=2, unet_widths=(8, 16), mlp_hidden=32, mlp_depth=1,
-                n_points=200, feature_epochs=1, warmup=2, progress=False,
-                cache_dir=str(tmp_path / "cache"), threads=1)
-    base.update(kw)
-    return Config(**base)
+    return tiny_train_config(tmp_path, name, **kw)
 
 
 def records(run, kind):

@@ -18,16 +18,13 @@ pytest.importorskip("sklearn")
 
 from immiscible_ops.train import cli, models, objectives, trainer  # noqa: E402
 from immiscible_ops.train.objectives import Consistency, ict_curriculum, karras_sigmas  # noqa: E402
-from immiscible_ops.train.trainer import Config, train  # noqa: E402
+from immiscible_ops.train.trainer import train  # noqa: E402
+from conftest import assert_resumed_identically, tiny_train_config  # noqa: E402
 
 
 def tiny(tmp_path, name="run", **kw):
-    base = dict(out=str(tmp_path / name), steps=4, batch_size=8, eval_every=4, checkpoint_every=4,
-                eval_samples=24, sample_steps=(1, 2), unet_widths=(8, 16), mlp_hidden=32, mlp_depth=1,
-                n_points=200, feature_epochs=1, warmup=2, progress=False, objective="consistency",
-                ct_s0=2, ct_s1=8, cache_dir=str(tmp_path / "cache"), threads=1)
-    base.update(kw)
-    return Config(**base)
+    return tiny_train_config(tmp_path, name, **{"sample_steps": (1, 2), "objective": "consistency",
+                                                "ct_s0": 2, "ct_s1": 8, **kw})
 
 
 def records(run, kind):
@@ -278,13 +275,7 @@ def test_short_run_trains_scores_one_and_two_steps_and_resumes_bit_identically(t
     part = tiny(tmp_path, "part", **{**kw, "steps": 3})
     train(part)
     train(tiny(tmp_path, "part", **kw, resume="auto"))
-    assert [r["loss"] for r in records(full.out, "train")] == [r["loss"] for r in records(part.out, "train")]
-    assert records(full.out, "eval") == records(part.out, "eval")
-    ca = torch.load(Path(full.out, "checkpoint.pt"), weights_only=False)
-    cb = torch.load(Path(part.out, "checkpoint.pt"), weights_only=False)
-    for key in ("model", "ema"):
-        for name, t in ca[key].items():
-            assert torch.equal(t, cb[key][name]), (key, name)
+    ca, cb = assert_resumed_identically(full.out, part.out, keys=("model", "ema"))
     assert ca["objective"] == cb["objective"] == {"sigma_data": ca["objective"]["sigma_data"],
                                                   "total_steps": 6, "s0": 2, "s1": 8}
 

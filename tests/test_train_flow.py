@@ -11,16 +11,12 @@ pytest.importorskip("diffusers")
 pytest.importorskip("sklearn")
 
 from immiscible_ops.train import cli, objectives  # noqa: E402
-from immiscible_ops.train.trainer import Config, train  # noqa: E402
+from immiscible_ops.train.trainer import train  # noqa: E402
+from conftest import assert_resumed_identically, tiny_train_config  # noqa: E402
 
 
 def tiny(tmp_path, name="run", **kw):
-    base = dict(out=str(tmp_path / name), steps=4, batch_size=8, eval_every=4, checkpoint_every=4,
-                eval_samples=24, sample_steps=(1, 3), unet_widths=(8, 16), mlp_hidden=32, mlp_depth=1,
-                n_points=200, feature_epochs=1, warmup=2, progress=False, objective="flow",
-                cache_dir=str(tmp_path / "cache"), threads=1)
-    base.update(kw)
-    return Config(**base)
+    return tiny_train_config(tmp_path, name, **{"sample_steps": (1, 3), "objective": "flow", **kw})
 
 
 def records(run, kind):
@@ -105,12 +101,7 @@ def test_flow_resume_is_bit_identical(tmp_path):
     part = tiny(tmp_path, "part", **{**kw, "steps": 4})
     train(part)
     train(tiny(tmp_path, "part", **kw, resume="auto"))
-    assert [r["loss"] for r in records(full.out, "train")] == [r["loss"] for r in records(part.out, "train")]
-    assert records(full.out, "eval") == records(part.out, "eval")
-    ca = torch.load(Path(full.out, "checkpoint.pt"), weights_only=False)
-    cb = torch.load(Path(part.out, "checkpoint.pt"), weights_only=False)
-    for name, t in ca["ema"].items():
-        assert torch.equal(t, cb["ema"][name]), name
+    assert_resumed_identically(full.out, part.out)
 
 
 def test_cli_objective_and_sample_steps(tmp_path):
