@@ -16,6 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / ".ci" / "gpu_compile_check.py"
+if not SCRIPT.exists():  # the wheel suite runs a copy of tests/ only; CI runs the check itself
+    pytest.skip("a source-tree tool: .ci/gpu_compile_check.py is not here", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
