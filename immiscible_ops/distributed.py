@@ -38,6 +38,12 @@ _SEED_HIGH = 2**63 - 1
 _DESC_LEN = 7 + _MAX_DIMS
 
 
+def check_cost_precision(cost_precision) -> None:
+    if cost_precision not in COST_PRECISIONS:
+        raise ValueError(f"cost_precision: expected one of {', '.join(COST_PRECISIONS)}, "
+                         f"got {cost_precision!r}")
+
+
 def _options_hash(method: str, pool_factor: int, pool_size, cost_precision: str,
                   kwargs: dict) -> int:
     pool = (pool_factor, pool_size) if method == "pool" else (1, None)
@@ -57,9 +63,7 @@ def _descriptor(x, groups, method, pool_factor, pool_size, cost_precision, kwarg
         unknown = sorted(set(kwargs) - set(ASSIGN_KWARGS))
         if unknown:
             raise ValueError(f"{unknown[0]}: unknown keyword argument")
-        if cost_precision not in COST_PRECISIONS:
-            raise ValueError(f"cost_precision: expected one of {', '.join(COST_PRECISIONS)}, "
-                             f"got {cost_precision!r}")
+        check_cost_precision(cost_precision)
         check_positive_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
         if pool_size is not None:
             if method != "pool":

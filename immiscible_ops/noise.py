@@ -34,8 +34,7 @@ def _like(x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """noise [B, ...] (contiguous, x's shape) laid out in memory as x is."""
     if x.is_contiguous():
         return noise
-    out = torch.empty_like(x, memory_format=torch.preserve_format)
-    return noise if out.stride() == noise.stride() else out.copy_(noise)
+    return torch.empty_like(x, memory_format=torch.preserve_format).copy_(noise)
 
 
 def _global_active(process_group) -> bool:
@@ -116,12 +115,9 @@ def _local_kwargs(scope: str, assign_kwargs: dict) -> dict:
     """assign's keywords, with the global-only ones checked and dropped for a local solve."""
     assign_kwargs = dict(assign_kwargs)
     if scope == "global" and "cost_precision" in assign_kwargs:
-        from immiscible_ops.distributed import COST_PRECISIONS
+        from immiscible_ops.distributed import check_cost_precision
 
-        value = assign_kwargs.pop("cost_precision")
-        if value not in COST_PRECISIONS:
-            raise ValueError(f"cost_precision: expected one of {', '.join(COST_PRECISIONS)}, "
-                             f"got {value!r}")
+        check_cost_precision(assign_kwargs.pop("cost_precision"))
     unknown = sorted(set(assign_kwargs) - set(ASSIGN_KWARGS))
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown keyword argument; expected k, pool_factor, "
