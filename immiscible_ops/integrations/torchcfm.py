@@ -36,10 +36,9 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from immiscible_ops import ops
+from immiscible_ops import _checks, ops
 
 METHODS = ("exact", "sinkhorn", "unbalanced", "partial")
-SOLVERS = ("exact", "auto", "auction")
 _INSTALL = "pip install --no-deps torchcfm && pip install pot"
 
 
@@ -56,8 +55,7 @@ class OTPlanSampler:
                  warn: bool = True, *, solver: str = "exact") -> None:
         if method not in METHODS:
             raise ValueError(f"method: unknown method {method!r}; expected one of {', '.join(METHODS)}")
-        if solver not in SOLVERS:
-            raise ValueError(f"solver: unknown solver {solver!r}; expected one of {', '.join(SOLVERS)}")
+        _checks.check_choice("solver", solver, _checks.SOLVERS)  # linear_assignment's solvers
         self.method = method
         self.reg = reg
         self.reg_m = reg_m
