@@ -318,15 +318,18 @@ def _ema_update(ema, model, decay):
             eb.copy_(mb)
 
 
+def _differences(saved: dict, now: dict) -> str:
+    """"key: checkpoint A vs now B" for every key whose value differs, or "" when none does."""
+    keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    return ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in keys)
+
+
 def _check_resume(ckpt: dict, cfg: Config, world: int, fingerprint: str, path: Path,
                   objective_state: dict):
     # A field missing from an older checkpoint had its default then (fields are only ever added
     # with the default that keeps the old behaviour), so such checkpoints still resume.
-    saved = {**Config().training_dict(), **ckpt["config"]}
-    now = cfg.training_dict()
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    if diff:
-        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
+    detail = _differences({**Config().training_dict(), **ckpt["config"]}, cfg.training_dict())
+    if detail:
         raise ValueError(f"resume: checkpoint {path} is from a different configuration ({detail})")
     if ckpt["world_size"] != world:
         raise ValueError(f"resume: checkpoint {path} was written by {ckpt['world_size']} processes, "
@@ -334,10 +337,8 @@ def _check_resume(ckpt: dict, cfg: Config, world: int, fingerprint: str, path: P
     if ckpt["data_fingerprint"] != fingerprint:
         raise ValueError(f"resume: checkpoint {path} was trained on different data "
                          f"(fingerprint {ckpt['data_fingerprint']} vs {fingerprint})")
-    saved = ckpt.get("objective", {})
-    if saved != objective_state:
-        diff = sorted(k for k in set(saved) | set(objective_state) if saved.get(k) != objective_state.get(k))
-        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {objective_state.get(k)!r}" for k in diff)
+    detail = _differences(ckpt.get("objective", {}), objective_state)
+    if detail:
         raise ValueError(f"resume: checkpoint {path} was trained with different objective settings ({detail}); "
                          "a consistency run's curriculum follows --ct-total-steps (default --steps): "
                          "pass the checkpoint's value to extend it")
