@@ -133,6 +133,9 @@ def main(argv=None):
         return
     if args.every < 1 or args.calls < 2 * args.every:
         p.error("--calls must be at least twice --every")
+    for name in ("batch", "dim", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
     torch.set_num_threads(args.threads)
     heap_bytes = _heap_probe()
     result = {"label": args.label, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),

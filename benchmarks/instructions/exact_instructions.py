@@ -85,6 +85,8 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=4, help="seeds per L2 size (half at 2048)")
     p.add_argument("--json", help="write the counts here")
     args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         files = cost_files(work, args.seeds)

@@ -4,7 +4,7 @@ sampled in one or a few consistency steps). Each turns (data, noise) into a loss
 model at a given number of steps; the noise is whatever the coupling chose."""
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
