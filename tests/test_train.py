@@ -300,6 +300,24 @@ def test_other_bad_configs(tmp_path):
         train(tiny(tmp_path, data=str(tmp_path / "odd.npy")))
 
 
+def test_experiment_jobs_side_by_side_match_one_at_a_time(tmp_path, capsys):
+    from immiscible_ops.train import experiment
+
+    def run(jobs):
+        argv = ["--datasets", "gmm", "--methods", "none,assign", "--seeds", "0", "--points-steps", "4",
+                "--evals", "1", "--batch-size", "32", "--objectives", "flow", "--sample-steps", "1",
+                "--out", str(tmp_path / f"jobs{jobs}"), "--cache-dir", str(tmp_path / "cache"),
+                "--jobs", str(jobs)]
+        assert experiment.main(argv) == 0
+        res = json.loads((tmp_path / f"jobs{jobs}" / "results.json").read_text())["gmm / flow"]
+        return {m: r["final_by_nfe"] for m, r in res["methods"].items()}
+
+    assert run(2) == run(1)
+    with pytest.raises(SystemExit):
+        experiment.main(["--jobs", "0"])
+    assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_missing_diffusers_message(monkeypatch):
     from immiscible_ops.train import models
 

@@ -155,6 +155,8 @@ class Auction {
   }
 
   const std::vector<int64_t>& assignment() const { return x_; }
+  // Column duals in the exact solver's convention (v_j = -p_j: reduced cost c_ij - v_j).
+  const std::vector<double>& duals() const { return v_; }
 
  private:
   double price(int64_t j) const { return -v_[j]; }
@@ -275,6 +277,26 @@ double next_eps(double eps, double gap, int64_t n, int64_t m, int64_t bids, int6
 }
 
 }  // namespace
+
+bool auction_duals(const double* cost, int64_t n, double relative_gap, double max_passes,
+                   std::vector<int64_t>& x, std::vector<double>& v) {
+  const PreparedCost prepared = prepare(cost, n, n);
+  // Integer costs keep the exact solver's tie rules; +inf or far-offset costs would need the
+  // prepared copy's duals translated back. Neither is the case this serves.
+  if (prepared.cost != cost || prepared.integral || prepared.range == 0.0) return false;
+  Auction auction(cost, n, n, max_passes * static_cast<double>(n) * static_cast<double>(n));
+  const double eps_floor = prepared.range * 1e-15;
+  double eps = prepared.range / 4.0;
+  for (;;) {
+    if (!auction.run_phase(eps)) return false;
+    const double gap = auction.duality_gap_and_shift();
+    if (gap <= relative_gap * std::abs(auction.primal()) || eps <= eps_floor) break;
+    eps = next_eps(eps, gap, n, n, auction.bids(), auction.tied_bids(), eps_floor);
+  }
+  x = auction.assignment();
+  v = auction.duals();
+  return true;
+}
 
 LapStatus solve_lap_auction(const double* cost, int64_t n, int64_t m, double tol,
                             double max_passes, int64_t* row_to_col) {

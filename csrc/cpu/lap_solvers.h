@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace immiscible::cpu {
 
@@ -27,5 +28,12 @@ LapStatus solve_lap_exact(const double* cost, int64_t n, int64_t m, int64_t* row
 // the exact solver.
 LapStatus solve_lap_auction(const double* cost, int64_t n, int64_t m, double tol,
                             double max_passes, int64_t* row_to_col);
+
+// The exact solver's warm start on square problems: eps-scaling auction phases until the duality
+// gap is within relative_gap of the total, then the assignment x and the column duals v
+// (v_j = -price_j, so c_ij - v_j is the reduced cost). False, leaving x and v alone, on integer,
+// constant, +inf-holding or far-offset costs, or when the bids exceed max_passes * n * n reads.
+bool auction_duals(const double* cost, int64_t n, double relative_gap, double max_passes,
+                   std::vector<int64_t>& x, std::vector<double>& v);
 
 }  // namespace immiscible::cpu

@@ -7,7 +7,10 @@ already finished with the same configuration are reused, so an interrupted exper
 
 import argparse
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from collections import OrderedDict
 from pathlib import Path
 
@@ -283,6 +286,25 @@ def plot(results: dict, cfgs: list, path: Path):
     plt.close(fig)
 
 
+def default_jobs(a) -> int:
+    """Runs side by side: on the CPU as many as the cores hold at --threads each; one on a GPU."""
+    if a.device != "cpu" or not a.threads:
+        return 1
+    return max(1, (os.cpu_count() or 1) // a.threads)
+
+
+def train_timed(cfg: Config) -> tuple:
+    t0 = time.time()
+    s = train(cfg)
+    return {k: s[k] for k in ("final", "step_ms", "noise_ms")}, time.time() - t0
+
+
+def report(i: int, n: int, cfg: Config, s: dict, seconds: float):
+    final = ", ".join(f"{k} {v:.4g}" for k, v in (s["final"] or {}).items())
+    print(f"[{i + 1}/{n}] {cfg.out}: {final}; {seconds:.0f} s, "
+          f"step {s['step_ms']:.1f} ms, noise {s['noise_ms']:.2f} ms", flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m immiscible_ops.train experiment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -301,6 +323,9 @@ def main(argv=None) -> int:
     p.add_argument("--evals", type=int, default=5, help="evaluations per run")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads per run (default 1: fastest on a busy 2-core machine; 0: torch's default)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs side by side, each in its own process (default: on the CPU, the cores "
+                        "divided by --threads; 1 on a GPU or with --threads 0)")
     p.add_argument("--unet-widths", default=None, help="override the preset's UNet widths")
     p.add_argument("--k", type=int, default=8, help="knn candidates per image")
     p.add_argument("--pool-factor", type=int, default=2, help="pool size / batch for pool")
@@ -312,18 +337,27 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--progress", action="store_true", help="progress bar per run")
     a = p.parse_args(argv)
+    if a.jobs is not None and a.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {a.jobs}")
     out = Path(a.out)
     cfgs = run_configs(a)
     t_start = time.time()
+    todo = []
     for i, cfg in enumerate(cfgs):
         if finished(cfg):
             print(f"[{i + 1}/{len(cfgs)}] {cfg.out}: done before, reused", flush=True)
-            continue
-        t0 = time.time()
-        s = train(cfg)
-        final = ", ".join(f"{k} {v:.4g}" for k, v in (s["final"] or {}).items())
-        print(f"[{i + 1}/{len(cfgs)}] {cfg.out}: {final}; {time.time() - t0:.0f} s, "
-              f"step {s['step_ms']:.1f} ms, noise {s['noise_ms']:.2f} ms", flush=True)
+        else:
+            todo.append((i, cfg))
+    jobs = min(default_jobs(a) if a.jobs is None else a.jobs, max(1, len(todo)))
+    if jobs == 1:
+        for i, cfg in todo:
+            report(i, len(cfgs), cfg, *train_timed(cfg))
+    else:
+        # Separate processes (spawned: no forked torch thread pools), one run each at a time.
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [(i, cfg, pool.submit(train_timed, cfg)) for i, cfg in todo]
+            for i, cfg, fut in futures:
+                report(i, len(cfgs), cfg, *fut.result())
     results = summarize(cfgs)
     md = markdown(results, cfgs)
     (out / "results.json").write_text(json.dumps(results, indent=1))

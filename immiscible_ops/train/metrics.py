@@ -129,7 +129,7 @@ def feature_extractor(train, *, cache_dir: Optional[Path] = None, epochs: int = 
                     .eq(labels).float().mean())
     net.cpu()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # experiment jobs may train the same net at once
     torch.save(net.state_dict(), tmp)
     os.replace(tmp, path)
     path.with_suffix(".json").write_text(json.dumps({"train_accuracy": acc, "epochs": epochs,
