@@ -23,12 +23,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ["csrc/cpu/lap_exact.cpp", "csrc/cpu/lap_exact_kernels.cpp", "csrc/cpu/lap_exact_kernels.h",
-           "csrc/cpu/lap_solvers.h"]
+           "csrc/cpu/lap_solvers.h", "csrc/cpu/lap_auction.cpp"]  # the auction: the warm start's duals
 
 
 def cost_files(folder: Path, seeds: int) -> dict:
     """Name -> path of the workloads: the immiscible L2 cost (x = 0.5 N(0,1), noise N(0,1),
-    D = 4096) at B = 512, 1024, 2048 over `seeds` seeds, and the tie-heavy 1024 x 1024 kinds."""
+    D = 4096) at B = 512, 1024, 2048 over `seeds` seeds, 2-D and 8-D point clouds (the auction
+    warm start's case) and the tie-heavy 1024 x 1024 kinds."""
     import torch  # for cdist, the cost users hand to the solver
 
     files = {}
@@ -45,6 +46,10 @@ def cost_files(folder: Path, seeds: int) -> dict:
             g = np.random.default_rng(1000 * b + s)
             x, z = 0.5 * g.standard_normal((b, 4096)), g.standard_normal((b, 4096))
             save(f"l2 {b}x{b} seed{s}", torch.cdist(torch.from_numpy(x), torch.from_numpy(z)).numpy())
+    for dim in (2, 8):  # torchcfm's squared Euclidean plans between point clouds, x1 shifted by 1
+        g = np.random.default_rng(dim)
+        x0, x1 = g.standard_normal((1024, dim)), g.standard_normal((1024, dim)) + 1.0
+        save(f"points D={dim} 1024x1024", ((x0[:, None, :] - x1[None, :, :]) ** 2).sum(-1))
     g = np.random.default_rng(7)
     save("int0-100 1024x1024", g.integers(0, 101, (1024, 1024)))
     save("int0-4 1024x1024", g.integers(0, 5, (1024, 1024)))
@@ -64,7 +69,8 @@ def build(rev, work: Path) -> Path:
         (src / "cpu" / Path(name).name).write_text(text)
     exe = src / "driver"
     subprocess.run(["g++", "-O3", "-std=c++17", f"-I{src}", str(Path(__file__).with_name("exact_driver.cpp")),
-                    str(src / "cpu/lap_exact.cpp"), str(src / "cpu/lap_exact_kernels.cpp"), "-o", str(exe)],
+                    str(src / "cpu/lap_exact.cpp"), str(src / "cpu/lap_exact_kernels.cpp"),
+                    str(src / "cpu/lap_auction.cpp"), "-o", str(exe)],
                    check=True)
     return exe
 
