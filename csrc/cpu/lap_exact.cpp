@@ -110,7 +110,7 @@ class JonkerVolgenant {
   // about half of the columns (B = 2048, D = 2: 1.21 M settled columns, 2.3-3.4 s). Auction
   // phases (to a duality gap of kWarmStartGap of the total) first move the duals by the
   // transport; the rows they leave short of tight are freed, and the searches, now short, finish
-  // exactly (16-30 k settled columns). The auction declines integer costs (their tie rules
+  // exactly (7.5 k settled columns at D = 2). The auction declines integer costs (their tie rules
   // stay), +inf and far-offset costs, and bidding wars past its budget; the LAPJV state is then
   // kept.
   static constexpr Index kWarmStartFreeShare = 10;
