@@ -10,7 +10,7 @@ import torch
 
 METRICS = ("l2", "sqeuclidean", "l1")
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
-SOLVERS = ("auto", "exact", "auction")
+SOLVERS = ("auto", "exact", "auction", "certified")
 
 
 def check_choice(name: str, value: str, allowed: tuple) -> None:

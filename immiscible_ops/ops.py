@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from immiscible_ops import _checks, reference
+from immiscible_ops import _checks, certified, reference
 
 _NO_TOL = -1.0  # what the kernels read as "use your default"
 
@@ -25,6 +25,8 @@ def _linear_assignment(cost, solver="auto", tol=None, validate=True):
     batch, (n, m) = cost.shape[:-2], cost.shape[-2:]
     if n == 0 or batch.numel() == 0:
         return torch.empty(cost.shape[:-1], dtype=torch.long, device=cost.device)
+    if solver == "certified":
+        return certified.solve_batched(cost.reshape(-1, n, m), validate).reshape(*batch, n)
     row_to_col, status = torch.ops.immiscible.solve_batched(
         cost.reshape(-1, n, m), solver, _NO_TOL if tol is None else float(tol)
     )
@@ -110,8 +112,10 @@ def linear_assignment(cost: torch.Tensor, *, solver: str = "auto", tol: Optional
     """cost [..., N, M] (N <= M) -> LongTensor [..., N]: row i takes column out[..., i], columns
     distinct, total cost minimal (+inf forbids a pair).
 
-    solver: "exact" (CPU default: Jonker-Volgenant), "auction" (within `tol` of the optimum;
-    CUDA default), or "auto". tol: absolute bound on the excess over the optimum (default: 1e-6
+    solver: "exact" (CPU default: Jonker-Volgenant, through candidate lists and a dual
+    certificate on large costs), "auction" (within `tol` of the optimum; CUDA default),
+    "certified" (exact on any device: candidates and certificate with torch ops, sparse solve on
+    the host; syncs), or "auto". tol: absolute bound on the excess over the optimum (default: 1e-6
     of the total, exact for integer costs). validate=False skips reading the solver's status
     (NaN, -inf, infeasible), the one step that synchronizes with a GPU; a rejected problem then
     returns rows of -1.
