@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import run_knn_interpreted
+
 from immiscible_ops import knn
 
 scipy_stats = pytest.importorskip("scipy.stats")
