@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -344,7 +345,13 @@ void default_list_lengths(int64_t n, int64_t m, int64_t& k_row, int64_t& k_col) 
 }  // namespace
 
 bool certified_pays(int64_t n, int64_t m) {
-  return n >= 1024 && m < (int64_t{1} << 31);
+  // IMMISCIBLE_DISABLE_CERTIFIED=1 keeps every exact solve dense (benchmarks' before/after).
+  static const bool disabled = std::getenv("IMMISCIBLE_DISABLE_CERTIFIED") != nullptr;
+  // Where it overtakes the dense solver (one thread, L2 costs, D 64..4096, docs/PERF.md):
+  // square from n = 1280 (1024: 11 vs 9-14 ms, 1536: 19-24 vs 34-64 ms); rectangular, whose
+  // repairs restart cold, from n = 1536 (1024 x 4096: 32 vs 28 ms, 2048 x 4096: 63 vs 95 ms).
+  const int64_t from = n == m ? 1280 : 1536;
+  return !disabled && n >= from && m < (int64_t{1} << 31);
 }
 
 template <typename T>
