@@ -47,6 +47,29 @@ def _solve_batched_fake(cost, solver, tol):
     return cost.new_empty((p, n), dtype=torch.long), cost.new_empty((p,), dtype=torch.int32)
 
 
+# The certified path's CPU pieces (csrc/cpu/lap_sparse.h): the sparse solver behind
+# solver="certified", and test hooks.
+
+
+@torch.library.register_fake("immiscible::_sparse_assignment")
+def _sparse_assignment_fake(row_start, cols, costs, m, x0, v0):
+    n = row_start.shape[0] - 1
+    return (row_start.new_empty((n,), dtype=torch.long),
+            row_start.new_empty((m,), dtype=torch.float64))
+
+
+@torch.library.register_fake("immiscible::_certify")
+def _certify_fake(cost, row_to_col, v, tol):
+    return (cost.new_empty((cost.shape[0],), dtype=torch.long),
+            cost.new_empty((1,), dtype=torch.long))
+
+
+@torch.library.register_fake("immiscible::_certified_solve")
+def _certified_solve_fake(cost, row_candidates, col_candidates, max_rounds, force):
+    return (cost.new_empty((cost.shape[0],), dtype=torch.long),
+            cost.new_empty((6,), dtype=torch.long))
+
+
 # ---------------------------------------------------------------------------------------------
 # pairwise_distance
 

@@ -170,6 +170,17 @@ def test_certificate_checks_rectangular_column_duals(gen):
     assert int(torch.ops.immiscible._certify(cost, x, lowered, -1.0)[1]) == 1
 
 
+def test_cpu_pieces_pass_opcheck(gen):
+    cost = latents(20, 30, 8, gen, torch.float64)
+    x, v = optimal_duals(cost)
+    torch.library.opcheck(torch.ops.immiscible._certify.default, (cost, x, v, -1.0))
+    row_start = torch.arange(21) * 30
+    torch.library.opcheck(torch.ops.immiscible._sparse_assignment.default,
+                          (row_start, torch.arange(30).repeat(20), cost.reshape(-1).contiguous(),
+                           30, None, None))
+    torch.library.opcheck(torch.ops.immiscible._certified_solve.default, (cost, 4, 2, 4, True))
+
+
 def test_sparse_solver_reports_rows_it_cannot_match():
     # Rows 0 and 1 both only reach column 0.
     row_start = torch.tensor([0, 1, 2, 4])
