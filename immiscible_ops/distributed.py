@@ -25,23 +25,17 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from immiscible_ops._checks import check_groups, check_positive_int
-from immiscible_ops.noise import ASSIGN_KWARGS
+from immiscible_ops._checks import (
+    COST_PRECISIONS,
+    GLOBAL_DTYPES,
+    GLOBAL_MAX_DIMS,
+    SEED_HIGH,
+    check_global,
+)
 from immiscible_ops.ops import group_mask, linear_assignment, pairwise_distance
 
-GLOBAL_METHODS = ("assign", "pool", "flip")
-COST_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_MAX_DIMS = 8
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-_SEED_HIGH = 2**63 - 1
 # descriptor: ok, b, ndim, dtype, has_groups, options hash, seed, trailing dims (padded with -1)
-_DESC_LEN = 7 + _MAX_DIMS
-
-
-def check_cost_precision(cost_precision) -> None:
-    if cost_precision not in COST_PRECISIONS:
-        raise ValueError(f"cost_precision: expected one of {', '.join(COST_PRECISIONS)}, "
-                         f"got {cost_precision!r}")
+_DESC_LEN = 7 + GLOBAL_MAX_DIMS
 
 
 def _options_hash(method: str, pool_factor: int, pool_size, cost_precision: str,
@@ -56,34 +50,14 @@ def _descriptor(x, groups, method, pool_factor, pool_size, cost_precision, kwarg
     desc = torch.full((_DESC_LEN,), -1, dtype=torch.int64)
     error = None
     try:
-        if method not in GLOBAL_METHODS:
-            raise ValueError(f"method: unknown global method {method!r}; expected one of "
-                             f"{', '.join(GLOBAL_METHODS)} (knn and none have no cross-image coupling: "
-                             "use immiscible_noise on each rank)")
-        unknown = sorted(set(kwargs) - set(ASSIGN_KWARGS))
-        if unknown:
-            raise ValueError(f"{unknown[0]}: unknown keyword argument")
-        check_cost_precision(cost_precision)
-        check_positive_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
-        if pool_size is not None:
-            if method != "pool":
-                raise ValueError(f"pool_size: only method 'pool' draws a pool, got method {method!r}")
-            check_positive_int("pool_size", pool_size, "noise pool of pool_size draws for the job")
-        if cost_precision == "fp16" and kwargs.get("metric", "l2") != "l2":
-            raise ValueError("cost_precision: fp16 overflows for l1/sqeuclidean distances of "
-                             "large inputs; use bf16 or fp32")
-        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.dtype not in _DTYPES:
-            raise ValueError("x: expected a float32/float16/bfloat16/float64 tensor [B, ...]")
-        if x.dim() - 1 > _MAX_DIMS:
-            raise ValueError(f"x: at most {_MAX_DIMS} dims after the batch, got {x.dim() - 1}")
-        check_groups(x, groups)
+        check_global(x, groups, method, pool_factor, pool_size, cost_precision, kwargs)
     except ValueError as e:
         error = e
         desc[0] = 0
         return desc, error
-    seed = torch.randint(0, _SEED_HIGH, (1,), generator=generator,
+    seed = torch.randint(0, SEED_HIGH, (1,), generator=generator,
                          device=generator.device if generator is not None else x.device)
-    desc[:7] = torch.tensor([1, x.shape[0], x.dim(), _DTYPES.index(x.dtype), groups is not None,
+    desc[:7] = torch.tensor([1, x.shape[0], x.dim(), GLOBAL_DTYPES.index(x.dtype), groups is not None,
                              _options_hash(method, pool_factor, pool_size, cost_precision,
                                            kwargs), 0])
     desc[6] = seed.cpu()[0]
