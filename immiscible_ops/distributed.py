@@ -5,18 +5,20 @@ default). `immiscible_noise_global` solves ONE assignment problem for the whole 
 
   1. all-gather a small descriptor per rank (batch size, trailing shape, dtype, options, seed):
      ranks that disagree all raise the same ValueError instead of hanging in a later collective;
-  2. every rank regenerates the same noise pool of pool_factor * B_total draws from rank 0's seed
-     (noise never travels), and computes the distance rows of its OWN images to the whole pool:
-     images never leave their rank, not even quantized;
+  2. every rank regenerates the same noise pool from rank 0's seed (noise never travels): B_total
+     draws for "assign" and "flip", pool_size (default pool_factor * B_total) for "pool"; and
+     computes the distance rows of its OWN images to the whole pool: images never leave their
+     rank, not even quantized;
   3. the rows (fp32, or fp16/bf16 with cost_precision) are gathered on the solving rank, which
      runs linear_assignment on its device and broadcasts the permutation;
   4. each rank takes the pool rows assigned to its images.
 
-Bytes per step for W ranks, batch b per rank, B = W*b, pool K = pool_factor*B, s bytes per cost
-entry (4 fp32, 2 fp16): each rank sends b*K*s (the solver receives (B-b)*K*s), plus B*8 for the
-permutation and W*16*8 for descriptors. All-gathering fp16 images instead would move B*D*2 to
-every rank: for D = 4*64*64 latents and b = 128, 8 ranks: 0.5 MB of cost rows vs 32 MB of images.
-Memory per rank: the K x D pool (as a local pool_factor * B batch would need on one device).
+Bytes per step for W ranks, batch b per rank, B = W*b, pool K (B, or the "pool" size), s bytes
+per cost entry (4 fp32, 2 fp16): each rank sends b*K*s (the solver receives (B-b)*K*s), plus B*8
+for the permutation and W*16*8 for descriptors. All-gathering fp16 images instead would move
+B*D*2 to every rank: for D = 4*64*64 latents, b = 128, 8 ranks and a pool of K = 2B: 0.5 MB of
+fp16 cost rows vs 32 MB of images.
+Memory per rank: the K x D pool (as the same method on one device with the whole batch).
 """
 
 import zlib
