@@ -192,7 +192,8 @@ def check_noise_options(method: str, scope: str, candidates, distance_dtype, poo
     if scope not in SCOPES:
         raise ValueError(f"scope: expected 'local' or 'global', got {scope!r}")
     if candidates is not None and method != "knn":
-        raise ValueError(f"candidates: only method 'knn' picks among candidates, got method {method!r}")
+        raise ValueError("candidates: only method 'knn' picks among candidates, got method "
+                         f"{method!r}")
     if distance_dtype is not None and method != "knn":
         raise ValueError(f"distance_dtype: only method 'knn' takes it, got method {method!r}")
     if pool_size is not None and method != "pool":
@@ -210,7 +211,8 @@ def check_assign_kwargs(assign_kwargs: dict) -> None:
 
 def check_knn_metric(metric: str) -> None:
     if metric not in KNN_METRICS:
-        raise ValueError(f"metric: method 'knn' supports {' or '.join(KNN_METRICS)}, got {metric!r}")
+        raise ValueError(f"metric: method 'knn' supports {' or '.join(KNN_METRICS)}, "
+                         f"got {metric!r}")
 
 
 def check_pool(pool: int, batch: int) -> None:
@@ -248,7 +250,8 @@ def check_seed_tensor(seed: torch.Tensor) -> None:
 def check_distance_dtype(distance_dtype) -> None:
     if distance_dtype is not None and (not isinstance(distance_dtype, torch.dtype)
                                        or not distance_dtype.is_floating_point):
-        raise ValueError(f"distance_dtype: expected a floating torch.dtype or None, got {distance_dtype!r}")
+        raise ValueError("distance_dtype: expected a floating torch.dtype or None, got "
+                         f"{distance_dtype!r}")
 
 
 def check_candidates(x: torch.Tensor, candidates, distance_dtype) -> None:
@@ -270,7 +273,8 @@ def check_candidates(x: torch.Tensor, candidates, distance_dtype) -> None:
 
 def check_k_matches(k, candidates: torch.Tensor) -> None:
     if k is not None and k != candidates.shape[1]:
-        raise ValueError(f"k: {k} differs from the {candidates.shape[1]} candidates given per image")
+        raise ValueError(f"k: {k} differs from the {candidates.shape[1]} candidates given per "
+                         "image")
 
 
 # ---------------------------------------------------------------------------------------------

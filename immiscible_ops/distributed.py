@@ -59,7 +59,8 @@ def _descriptor(x, groups, method, pool_factor, pool_size, cost_precision, kwarg
         return desc, error
     seed = torch.randint(0, SEED_HIGH, (1,), generator=generator,
                          device=generator.device if generator is not None else x.device)
-    desc[:7] = torch.tensor([1, x.shape[0], x.dim(), GLOBAL_DTYPES.index(x.dtype), groups is not None,
+    desc[:7] = torch.tensor([1, x.shape[0], x.dim(), GLOBAL_DTYPES.index(x.dtype),
+                             groups is not None,
                              _options_hash(method, pool_factor, pool_size, cost_precision,
                                            kwargs), 0])
     desc[6] = seed.cpu()[0]
