@@ -59,7 +59,7 @@ def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
     there), the local solve without an initialized group or with one process; "local" (default):
     each rank on its own."""
     _checks.check_noise_options(method, scope, candidates, distance_dtype, pool_size)
-    if scope == "global" and method in ("assign", "pool", "flip") and _global_active(process_group):
+    if scope == "global" and method in _checks.GLOBAL_METHODS and _global_active(process_group):
         from immiscible_ops.distributed import immiscible_noise_global
 
         noise = immiscible_noise_global(x, group=process_group, method=method,
