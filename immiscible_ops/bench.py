@@ -43,19 +43,14 @@ def contenders() -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
     except ImportError:
         pass
     try:
-        import lap
+        import lap  # lap and its fork lapx install the same module name: name what is there
 
-        solvers["lap.lapjv"] = lambda c: lap.lapjv(c, extend_cost=c.shape[0] != c.shape[1])[1]
+        name = "lap.lapjv" if _distribution_of(lap) == "lap" else "lapx.lapjv"
+        solvers[name] = lambda c: lap.lapjv(c, extend_cost=c.shape[0] != c.shape[1])[1]
     except ImportError:
         pass
     try:
-        import lapx  # noqa: F401  (a fork of lap; same API)
-
-        solvers["lapx.lapjv"] = lambda c: lapx.lapjv(c, extend_cost=c.shape[0] != c.shape[1])[1]
-    except ImportError:
-        pass
-    try:
-        import lapjv  # an AVX2 JV that solves in float32 (its duals come back as float32)
+        import lapjv  # PyPI lapjv: an AVX2 Jonker-Volgenant, square costs only
 
         solvers["lapjv"] = lambda c: lapjv.lapjv(c)[0] if c.shape[0] == c.shape[1] else None
     except ImportError:
@@ -79,6 +74,19 @@ def contenders() -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
     except ImportError:
         pass
     return solvers
+
+
+def _distribution_of(module) -> str:
+    """Which of the distributions `lap` and `lapx` provides the imported `lap` module."""
+    from importlib import metadata
+
+    for dist in ("lapx", "lap"):
+        try:
+            if metadata.version(dist) == getattr(module, "__version__", None):
+                return dist
+        except metadata.PackageNotFoundError:
+            pass
+    return "lap"
 
 
 def _ortools(module, c: np.ndarray) -> Optional[np.ndarray]:
