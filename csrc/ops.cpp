@@ -10,7 +10,9 @@ STABLE_TORCH_LIBRARY(immiscible, m) {
   m.def("pairwise_distance(Tensor x, Tensor y, str metric=\"l2\", "
         "str precision=\"fp32\") -> Tensor");
   m.def("assign(Tensor x, Tensor noise, str metric=\"l2\", str precision=\"fp16\", "
-        "str solver=\"auto\", float? tol=None, Tensor? groups=None, bool validate=True) -> Tensor");
+        "str solver=\"auto\", float? tol=None, Tensor? groups=None, bool validate=True, "
+        "Tensor? conditions=None, float? condition_weight=None, float? condition_target_r=None, "
+        "str condition_metric=\"cosine\") -> Tensor");
   // Device kernel behind linear_assignment: cost [P, N, M] (N <= M, any floating dtype),
   // returns (row_to_col [P, N] int64, status [P] int32: 0 ok, 1 infeasible, 2 NaN in the cost,
   // 3 -inf in the cost); the rows of a problem with nonzero status are all -1.

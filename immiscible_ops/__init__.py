@@ -3,7 +3,8 @@
     noise = immiscible_ops.immiscible_noise(latents)   # instead of torch.randn_like(latents)
 
 Operators (also as torch.ops.immiscible.*): linear_assignment, pairwise_distance, assign.
-scipy's contract: linear_sum_assignment. torchcfm's OT sampler: immiscible_ops.integrations.torchcfm.
+scipy's contract: linear_sum_assignment. torchcfm's OT sampler: immiscible_ops.integrations.torchcfm; C2OT's:
+immiscible_ops.integrations.c2ot. What a coupling did: coupling_stats.
 """
 
 from immiscible_ops._loading import load_extensions
@@ -14,6 +15,7 @@ from immiscible_ops import ops as _ops  # noqa: E402, F401  (registers the Pytho
 from immiscible_ops.noise import immiscible_noise  # noqa: E402
 from immiscible_ops.ops import assign, linear_assignment, pairwise_distance  # noqa: E402
 from immiscible_ops.scipy_compat import linear_sum_assignment  # noqa: E402
+from immiscible_ops.stats import coupling_stats  # noqa: E402
 
 try:  # registers the Triton kernel as the CUDA implementation of pairwise_distance
     from immiscible_ops import triton_distance as _triton_distance  # noqa: E402, F401
@@ -31,6 +33,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'immiscible_ops' has no attribute {name!r}")
 
 
-__all__ = ["assign", "immiscible_noise", "linear_assignment", "linear_sum_assignment",
+__all__ = ["assign", "coupling_stats", "immiscible_noise", "linear_assignment", "linear_sum_assignment",
            "pairwise_distance", "HAS_CUDA_KERNELS"]
 __version__ = "0.1.0"

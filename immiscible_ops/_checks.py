@@ -11,6 +11,7 @@ import torch
 METRICS = ("l2", "sqeuclidean", "l1")
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 SOLVERS = ("auto", "exact", "auction")
+CONDITION_METRICS = ("cosine", "sqeuclidean")
 
 
 def check_choice(name: str, value: str, allowed: tuple) -> None:
@@ -121,8 +122,43 @@ def check_pair(x: torch.Tensor, y: torch.Tensor, metric: str, precision: str) ->
     check_choice("precision", precision, PRECISIONS)
 
 
-def check_assign(x, noise, metric, precision, solver, tol, groups) -> None:
-    """assign(x [B, ...], noise [K, ...], groups [B]?)."""
+def check_conditions(x: torch.Tensor, conditions, weight, target_r, metric) -> None:
+    """conditions [B, ...] floating on x's device, with exactly one of weight >= 0 or
+    target_r in (0, 1]; shape, dtype and options only (NaN needs the data: check_finite)."""
+    if conditions is None:
+        for name, value in (("condition_weight", weight), ("condition_target_r", target_r)):
+            if value is not None:
+                raise ValueError(f"{name}: given without conditions")
+        return
+    if not isinstance(conditions, torch.Tensor):
+        raise ValueError(f"conditions: expected a tensor [B, ...], got {type(conditions).__name__}")
+    if conditions.dim() < 1 or conditions.shape[0] != x.shape[0]:
+        raise ValueError(f"conditions: expected shape [{x.shape[0]}, ...] (one condition per image), "
+                         f"got {tuple(conditions.shape)}")
+    if not conditions.is_floating_point():
+        raise ValueError(f"conditions: expected a floating-point tensor, got dtype {conditions.dtype}")
+    if conditions.device != x.device:
+        raise ValueError(f"conditions: on {conditions.device}, x on {x.device}")
+    if (weight is None) == (target_r is None):
+        raise ValueError("condition_weight, condition_target_r: give exactly one (a fixed weight w, "
+                         f"or the target fraction r that chooses w), got {weight!r} and {target_r!r}")
+    if weight is not None and not (weight >= 0 and math.isfinite(weight)):
+        raise ValueError(f"condition_weight: expected a finite number >= 0, got {weight!r}")
+    if target_r is not None and not (0 < target_r <= 1):
+        raise ValueError(f"condition_target_r: expected a fraction in (0, 1], got {target_r!r}")
+    check_choice("condition_metric", metric, CONDITION_METRICS)
+
+
+def check_finite(name: str, t: torch.Tensor) -> None:
+    """Reads the data (a GPU sync): raises if t holds NaN or +-inf."""
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name}: contains NaN or inf")
+
+
+def check_assign(x, noise, metric, precision, solver, tol, groups, conditions=None,
+                 condition_weight=None, condition_target_r=None,
+                 condition_metric="cosine") -> None:
+    """assign(x [B, ...], noise [K, ...], groups [B]?, conditions [B, ...]?)."""
     if x.dim() < 1 or noise.dim() < 1:
         raise ValueError("x, noise: expected a leading batch dimension")
     check_floating("x", x)
@@ -143,3 +179,4 @@ def check_assign(x, noise, metric, precision, solver, tol, groups) -> None:
     check_tol(tol)
     check_auction_budget(x.device, solver)
     check_groups(x, groups)
+    check_conditions(x, conditions, condition_weight, condition_target_r, condition_metric)

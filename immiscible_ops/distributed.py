@@ -25,9 +25,9 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from immiscible_ops._checks import check_groups, check_positive_int
+from immiscible_ops._checks import check_conditions, check_finite, check_groups, check_positive_int
 from immiscible_ops.noise import ASSIGN_KWARGS
-from immiscible_ops.ops import group_mask, linear_assignment, pairwise_distance
+from immiscible_ops.ops import condition_cost, group_mask, linear_assignment, pairwise_distance
 
 GLOBAL_METHODS = ("assign", "pool", "flip")
 COST_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -45,13 +45,14 @@ def check_cost_precision(cost_precision) -> None:
 
 
 def _options_hash(method: str, pool_factor: int, pool_size, cost_precision: str,
-                  kwargs: dict) -> int:
+                  kwargs: dict, conditions) -> int:
     pool = (pool_factor, pool_size) if method == "pool" else (1, None)
-    text = repr((method, pool, cost_precision, sorted(kwargs.items())))
+    width = None if conditions is None else conditions[0:0].reshape(0, -1).shape[1]
+    text = repr((method, pool, cost_precision, sorted(kwargs.items()), width))
     return zlib.crc32(text.encode())
 
 
-def _descriptor(x, groups, method, pool_factor, pool_size, cost_precision, kwargs,
+def _descriptor(x, groups, conditions, method, pool_factor, pool_size, cost_precision, kwargs,
                 generator) -> torch.Tensor:
     desc = torch.full((_DESC_LEN,), -1, dtype=torch.int64)
     error = None
@@ -77,6 +78,8 @@ def _descriptor(x, groups, method, pool_factor, pool_size, cost_precision, kwarg
         if x.dim() - 1 > _MAX_DIMS:
             raise ValueError(f"x: at most {_MAX_DIMS} dims after the batch, got {x.dim() - 1}")
         check_groups(x, groups)
+        check_conditions(x, conditions, kwargs.get("condition_weight"),
+                         kwargs.get("condition_target_r"), kwargs.get("condition_metric", "cosine"))
     except ValueError as e:
         error = e
         desc[0] = 0
@@ -85,7 +88,7 @@ def _descriptor(x, groups, method, pool_factor, pool_size, cost_precision, kwarg
                          device=generator.device if generator is not None else x.device)
     desc[:7] = torch.tensor([1, x.shape[0], x.dim(), _DTYPES.index(x.dtype), groups is not None,
                              _options_hash(method, pool_factor, pool_size, cost_precision,
-                                           kwargs), 0])
+                                           kwargs, conditions), 0])
     desc[6] = seed.cpu()[0]
     desc[7:7 + x.dim() - 1] = torch.tensor(x.shape[1:], dtype=torch.int64)
     return desc, None
@@ -99,7 +102,9 @@ def _check_agreement(table: torch.Tensor, error: Optional[ValueError]) -> None:
             raise error
         raise ValueError(f"x: invalid arguments on rank(s) {bad}; see the error raised there")
     fields = {2: "number of dims", 3: "dtype", 4: "groups given or not", 5: "options (method, "
-              "pool_factor, cost_precision, metric, precision, solver, tol, validate)"}
+              "pool_factor, cost_precision, metric, precision, solver, tol, validate, "
+              "conditions given or not and their width, condition_weight, condition_target_r, "
+              "condition_metric)"}
     for col, what in fields.items():
         if (table[:, col] != table[0, col]).any():
             raise ValueError(f"x: ranks disagree on {what}: {table[:, col].tolist()}")
@@ -111,19 +116,22 @@ def _check_agreement(table: torch.Tensor, error: Optional[ValueError]) -> None:
 
 def immiscible_noise_global(x: torch.Tensor, *, group=None, method: str = "assign",
                             generator: Optional[torch.Generator] = None,
-                            groups: Optional[torch.Tensor] = None, pool_factor: int = 2,
+                            groups: Optional[torch.Tensor] = None,
+                            conditions: Optional[torch.Tensor] = None, pool_factor: int = 2,
                             pool_size: Optional[int] = None, cost_precision: str = "fp32",
                             **assign_kwargs) -> torch.Tensor:
     """Collective: x [b_r, ...] on each rank of `group` -> noise like x from one assignment of the
     concatenated batch (rank order, B = sum(b_r)) to a shared pool of B draws (for method "pool":
     pool_size >= B draws for the whole job, default pool_factor * B); method "assign" | "pool" |
-    "flip" and groups [b_r] as in immiscible_noise."""
+    "flip", groups [b_r] and conditions [b_r, ...] (with condition_weight= or condition_target_r=)
+    as in immiscible_noise: slot j of the pool carries the condition of image j of the
+    concatenated batch, and target r is C2OT's fraction over the whole job's cost."""
     world = dist.get_world_size(group)
     rank = dist.get_rank(group)
     src = dist.get_global_rank(group, 0) if group not in (None, dist.GroupMember.WORLD) else 0
     device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
 
-    desc, error = _descriptor(x, groups, method, pool_factor, pool_size, cost_precision,
+    desc, error = _descriptor(x, groups, conditions, method, pool_factor, pool_size, cost_precision,
                               assign_kwargs, generator)
     table = [torch.empty_like(desc, device=device) for _ in range(world)]
     dist.all_gather(table, desc.to(device), group=group)
@@ -153,15 +161,11 @@ def immiscible_noise_global(x: torch.Tensor, *, group=None, method: str = "assig
     rows = torch.zeros((bmax, pool_size), dtype=COST_PRECISIONS[cost_precision], device=device)
     if b:
         rows[:b] = pairwise_distance(x.reshape(b, -1), target, metric=metric, precision=precision)
-    if groups is not None:
-        # Labels are tiny; the mask needs every rank's to give each class its share of the pool.
-        padded = torch.zeros(bmax, dtype=torch.int64, device=device)
-        padded[:b] = groups.to(torch.int64)
-        labels = [torch.empty_like(padded) for _ in range(world)]
-        dist.all_gather(labels, padded, group=group)
-        labels = torch.cat([lab[:n] for lab, n in zip(labels, sizes)])
-        allowed = group_mask(labels, pool_size)[offset:offset + b]
-        rows[:b].masked_fill_(~allowed, float("inf"))
+    labels = _gather_rows(groups.to(torch.int64) if groups is not None else None, b, bmax,
+                          sizes, group, device)
+    conds = None
+    if conditions is not None:
+        conds = _gather_rows(conditions.reshape(b, -1).float(), b, bmax, sizes, group, device)
 
     gathered = [torch.empty_like(rows) for _ in range(world)] if rank == 0 else None
     dist.gather(rows, gathered, dst=src, group=group)
@@ -171,10 +175,18 @@ def immiscible_noise_global(x: torch.Tensor, *, group=None, method: str = "assig
     message = [None]
     if rank == 0:
         cost = torch.cat([r[:n] for r, n in zip(gathered, sizes)]).float()
+        validate = assign_kwargs.get("validate", True)
         try:
+            if conds is not None:
+                if validate:
+                    check_finite("conditions", conds)
+                cost, _ = condition_cost(cost, conds, assign_kwargs.get("condition_weight"),
+                                         assign_kwargs.get("condition_target_r"),
+                                         assign_kwargs.get("condition_metric", "cosine"))
+            if labels is not None:
+                cost.masked_fill_(~group_mask(labels, pool_size), float("inf"))
             perm[1:] = linear_assignment(cost, solver=assign_kwargs.get("solver", "auto"),
-                                         tol=assign_kwargs.get("tol"),
-                                         validate=assign_kwargs.get("validate", True))
+                                         tol=assign_kwargs.get("tol"), validate=validate)
         except ValueError as e:
             perm[0] = 1
             message = [str(e)]
@@ -183,3 +195,16 @@ def immiscible_noise_global(x: torch.Tensor, *, group=None, method: str = "assig
         dist.broadcast_object_list(message, src=src, group=group)
         raise ValueError(f"x: the global assignment failed on rank 0 of the group: {message[0]}")
     return pool[perm[1 + offset:1 + offset + b]]
+
+
+def _gather_rows(t: Optional[torch.Tensor], b: int, bmax: int, sizes: list, group,
+                 device) -> Optional[torch.Tensor]:
+    """Every rank's t [b_r, ...] (labels, conditions: small next to the cost rows), concatenated
+    in rank order on every rank; None when t is None (all ranks agree on that)."""
+    if t is None:
+        return None
+    padded = torch.zeros((bmax, *t.shape[1:]), dtype=t.dtype, device=device)
+    padded[:b] = t
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded, group=group)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)])

@@ -20,11 +20,12 @@ from typing import Optional
 import torch
 
 from immiscible_ops import knn as _knn
-from immiscible_ops._checks import check_groups, check_positive_int
+from immiscible_ops._checks import check_conditions, check_groups, check_positive_int
 from immiscible_ops.ops import assign
 
 METHODS = ("assign", "pool", "knn", "flip", "none")
-ASSIGN_KWARGS = ("metric", "precision", "solver", "tol", "validate")
+ASSIGN_KWARGS = ("metric", "precision", "solver", "tol", "validate", "condition_weight",
+                 "condition_target_r", "condition_metric")
 GLOBAL_ONLY_KWARGS = ("cost_precision",)
 _KNN_METRICS = ("l2", "sqeuclidean")  # same argmin
 _DEFAULT_K = 8
@@ -46,7 +47,8 @@ def _global_active(process_group) -> bool:
 
 def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
                      generator: Optional[torch.Generator] = None,
-                     groups: Optional[torch.Tensor] = None, k: Optional[int] = None,
+                     groups: Optional[torch.Tensor] = None,
+                     conditions: Optional[torch.Tensor] = None, k: Optional[int] = None,
                      pool_factor: int = 2, pool_size: Optional[int] = None,
                      candidates: Optional[torch.Tensor] = None,
                      distance_dtype: Optional[torch.dtype] = None,
@@ -58,7 +60,9 @@ def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
     on the CPU measured as torch.linalg.vector_norm in distance_dtype (default: the candidates'
     and x's promoted dtype), lowest index on ties (knn.select_nearest). groups [B]: class labels,
     images take noise from their class's share (ignored by "knn", whose candidates are per
-    image); other keywords go to `assign`. scope "global": one assignment for the whole
+    image); conditions [B, ...] with condition_weight= or condition_target_r= (and
+    condition_metric=): the C2OT cost, noise slot j carrying image j's condition (ignored by "knn"
+    and "none", which couple nothing); other keywords go to `assign`. scope "global": one assignment for the whole
     torch.distributed job (`process_group`, immiscible_ops.distributed; cost_precision= applies
     there), the local solve without an initialized group or with one process; "local" (default):
     each rank on its own."""
@@ -77,6 +81,7 @@ def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
 
         noise = immiscible_noise_global(x, group=process_group, method=method,
                                         generator=generator, groups=groups,
+                                        conditions=conditions,
                                         pool_factor=pool_factor, pool_size=pool_size,
                                         **assign_kwargs)
         return _like(x, noise)
@@ -85,6 +90,9 @@ def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
         raise ValueError("x: expected a floating-point tensor with a leading batch dimension")
     check_positive_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
     check_groups(x, groups)
+    check_conditions(x, conditions, assign_kwargs.get("condition_weight"),
+                     assign_kwargs.get("condition_target_r"),
+                     assign_kwargs.get("condition_metric", "cosine"))
 
     if method == "knn":
         metric = assign_kwargs.get("metric", "l2")
@@ -107,8 +115,9 @@ def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
         # Reversing the flattened dims keeps every distance's distribution but breaks the
         # image-noise geometry the assignment would exploit.
         target = noise.reshape(pool, -1).flip(-1).reshape(noise.shape)
-        return _like(x, noise[assign(x, target, groups=groups, **assign_kwargs)])
-    return _like(x, noise[assign(x, noise, groups=groups, **assign_kwargs)])
+        return _like(x, noise[assign(x, target, groups=groups, conditions=conditions,
+                                     **assign_kwargs)])
+    return _like(x, noise[assign(x, noise, groups=groups, conditions=conditions, **assign_kwargs)])
 
 
 def _local_kwargs(scope: str, assign_kwargs: dict) -> dict:
@@ -121,7 +130,7 @@ def _local_kwargs(scope: str, assign_kwargs: dict) -> dict:
     unknown = sorted(set(assign_kwargs) - set(ASSIGN_KWARGS))
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown keyword argument; expected k, pool_factor, "
-                         f"pool_size, candidates, distance_dtype, groups or one of "
+                         f"pool_size, candidates, distance_dtype, groups, conditions or one of "
                          f"{', '.join(ASSIGN_KWARGS)}")
     return assign_kwargs
 
