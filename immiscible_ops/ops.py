@@ -124,7 +124,11 @@ def condition_cost(dist: torch.Tensor, conditions: torch.Tensor, weight=None, ta
                    metric: str = "cosine"):
     """dist [B, K] + w * condition_distance: returns (cost [B, K], w as a 0-d tensor)."""
     b, k = dist.shape
-    cond = condition_distance(conditions, conditions[condition_slots(b, k, dist.device)], metric)
+    owner = condition_slots(b, k, dist.device)
+    cond = condition_distance(conditions, conditions[owner], metric)
+    # A slot carrying the image's own condition is at distance 0, not at float32 rounding noise
+    # (1 - cos(c, c) = +-6e-8): target_r counts such pairs or not on that sign alone.
+    cond.masked_fill_(owner[None, :] == torch.arange(b, device=dist.device)[:, None], 0.0)
     if target_r is not None:
         w = condition_weight_for_r(dist, cond, target_r)
     else:
@@ -199,6 +203,9 @@ def assign(x: torch.Tensor, noise: torch.Tensor, *, metric: str = "l2", precisio
     their group's share of the pool; with conditions [B, ...] (C2OT), noise slot j carries the
     condition of image floor(j * B / K) and the cost is dist + w * condition_distance, w =
     condition_weight or the one condition_target_r picks (condition_weight_for_r)."""
+    if isinstance(x, torch.Tensor):  # before the dispatcher, which rejects a non-tensor tersely
+        _checks.check_conditions(x, conditions, condition_weight, condition_target_r,
+                                 condition_metric)
     return torch.ops.immiscible.assign(x, noise, metric, precision, solver, tol, groups, validate,
                                        conditions, condition_weight, condition_target_r,
                                        condition_metric)

@@ -86,6 +86,10 @@ class OTConditionalPlanSampler:
         cost = dist
         if self.condition_aware:
             cond = self.get_condition_cost_matrix(y0, y1).T
+            # Equal conditions are at distance 0, not at float32 rounding noise (1 - cos(c, c) =
+            # +-6e-8), which would decide by its sign whether target_r counts the pair.
+            same = (y1.reshape(y1.shape[0], -1) == y0.reshape(y0.shape[0], -1)).all(1)
+            cond.diagonal().masked_fill_(same, 0.0)
             if self.target_r is not None:
                 w = ops.condition_weight_for_r(dist, cond, self.target_r)
             else:

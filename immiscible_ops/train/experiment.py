@@ -41,6 +41,8 @@ OBJECTIVE_SCALES = {
                             "patches": dict(steps=100000)}},
 }
 IMAGE_DEFAULTS = dict(steps=500, batch_size=64, lr=1e-3)
+# Arms of the conditional experiment that are the assign coupling with condition-aware options.
+CONDITIONAL_ARMS = ("groups", "c2ot")
 POINTS_DEFAULTS = dict(steps=1500, batch_size=256, lr=1e-3)
 
 
@@ -66,14 +68,22 @@ def run_configs(a) -> list:
             # Explicit, so a run's curriculum does not hinge on --steps (finished() compares configs).
             base["ct_total_steps"] = base["steps"]
         for method in a.methods.split(","):
+            cond = {}
+            if a.conditions == "derived":
+                cond = dict(conditions="derived", condition_groups=method == "groups",
+                            condition_target_r=a.condition_target_r if method == "c2ot" else None)
+            elif method in CONDITIONAL_ARMS:
+                raise ValueError(f"methods: {method!r} needs --conditions derived")
             for seed in (int(s) for s in a.seeds.split(",")):
                 name = f"{Path(data).stem}-{objective}-{method}-s{seed}"
-                cfgs.append(Config(data=data, out=str(Path(a.out) / name), coupling=method, seed=seed,
+                coupling = "assign" if method in CONDITIONAL_ARMS else method
+                cfgs.append(Config(data=data, out=str(Path(a.out) / name), coupling=coupling, seed=seed,
                                    objective=objective, device=a.device, unet_widths=widths,
                                    checkpoint_every=base["steps"], progress=a.progress,
                                    cache_dir=a.cache_dir, threads=a.threads, k=a.k,
                                    pool_factor=a.pool_factor,
-                                   class_conditional=a.class_conditional and not points, **base))
+                                   class_conditional=a.class_conditional and not points,
+                                   **cond, **base))
     return cfgs
 
 
@@ -88,6 +98,14 @@ def group_name(cfg: Config) -> str:
     return f"{Path(cfg.data).stem} / {cfg.objective}"
 
 
+def arm(cfg: Config) -> str:
+    """The experiment's name for a run's coupling: its coupling, or groups / c2ot for the
+    condition-aware assign runs."""
+    if cfg.condition_target_r is not None or cfg.condition_weight is not None:
+        return "c2ot"
+    return "groups" if cfg.condition_groups else cfg.coupling
+
+
 def t_interval(values) -> tuple:
     """(mean, half-width of the 95% Student-t interval) over seeds."""
     from scipy import stats
@@ -98,17 +116,21 @@ def t_interval(values) -> tuple:
     return float(v.mean()), float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
 
 
-def summarize(cfgs: list) -> dict:
-    """Per dataset and coupling: curve, final quality mean/std, steps to reach vanilla, overhead."""
+def summarize(cfgs: list, metric: str = None) -> dict:
+    """Per dataset and coupling: curve, final quality mean/std, steps to reach vanilla, overhead;
+    for `metric` (lower is better), by default fd on images and w2 on points."""
+    chosen = metric
     table = OrderedDict()
     for cfg in cfgs:
         run = compare.read_run(Path(cfg.out))
         summary = json.loads((Path(cfg.out) / "summary.json").read_text())
-        table.setdefault(group_name(cfg), OrderedDict()).setdefault(cfg.coupling, []).append((run, summary))
+        table.setdefault(group_name(cfg), OrderedDict()).setdefault(arm(cfg), []).append((run, summary))
     results = OrderedDict()
     for data, methods in table.items():
         first = next(iter(methods.values()))[0][0]
-        metric = compare.default_metric(first)
+        metric = chosen or compare.default_metric(first)
+        if metric not in first["eval"][-1]:
+            continue
         res = OrderedDict(metric=metric, reference=first["reference"].get(metric), methods=OrderedDict())
         nfes = sorted({int(k.split("@")[1]) for k in first["eval"][-1] if k.startswith(metric + "@")})
         res["nfe"] = nfes
@@ -182,8 +204,9 @@ def markdown(results: dict, cfgs: list) -> str:
     for data, res in results.items():
         c = next(c for c in cfgs if group_name(c) == data)
         metric = res["metric"]
+        floor = "" if res["reference"] is None else f"; real-vs-real floor {res['reference']:.4g}"
         lines.append(f"**{data}** ({c.steps} steps, batch {c.batch_size}, metric {metric}, "
-                     f"lower is better; real-vs-real floor {res['reference']:.4g})\n")
+                     f"lower is better{floor})\n")
         extra = " final MMD (poly) |" if metric == "fd" else ""
         lines.append(f"| coupling | seeds | final {metric} (mean +- std) |{extra} steps to vanilla's final "
                      "| noise ms/step | step ms | noise % of step | overhead vs none (ms, % of step) |")
@@ -261,7 +284,7 @@ def plot(results: dict, cfgs: list, path: Path):
         groups = OrderedDict()
         for cfg in cfgs:
             if group_name(cfg) == data:
-                groups.setdefault(cfg.coupling, []).append(compare.read_run(Path(cfg.out)))
+                groups.setdefault(arm(cfg), []).append(compare.read_run(Path(cfg.out)))
         res = results[data]
         nmax, nmin = max(res["nfe"]), min(res["nfe"])
         compare.plot_groups(axes[0][col], groups, res["metric"],
@@ -331,6 +354,16 @@ def main(argv=None) -> int:
     p.add_argument("--pool-factor", type=int, default=2, help="pool size / batch for pool")
     p.add_argument("--class-conditional", action="store_true",
                    help="class-conditional models and in-class assignment on labelled image data")
+    p.add_argument("--conditions", choices=("none", "derived"), default="none",
+                   help="derived: continuous per-sample conditions (immiscible_ops.train.conditions); "
+                   "adds the methods groups (assign within condition classes) and c2ot (assign "
+                   "with the condition cost at --condition-target-r)")
+    p.add_argument("--condition-target-r", type=float, default=0.2,
+                   help="C2OT's target fraction r for the c2ot arm (default: %(default)s, C2OT's "
+                   "ImageNet-32 setting)")
+    p.add_argument("--metrics", default=None,
+                   help="comma separated metrics to tabulate, lower is better (default: fd on "
+                   "images, w2 on points); a dataset without one is left out of its table")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/experiment")
     p.add_argument("--plot", default=None, help="PNG of the curves (default: OUT/curves.png)")
@@ -358,9 +391,11 @@ def main(argv=None) -> int:
             futures = [(i, cfg, pool.submit(train_timed, cfg)) for i, cfg in todo]
             for i, cfg, fut in futures:
                 report(i, len(cfgs), cfg, *fut.result())
-    results = summarize(cfgs)
-    md = markdown(results, cfgs)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    chosen = a.metrics.split(",") if a.metrics else [None]
+    every = OrderedDict((m or "default", summarize(cfgs, m)) for m in chosen)
+    md = "\n".join(markdown(results, cfgs) for results in every.values())
+    results = next(iter(every.values()))
+    (out / "results.json").write_text(json.dumps(every if a.metrics else results, indent=1))
     (out / "results.md").write_text(md)
     plot_path = Path(a.plot) if a.plot else out / "curves.png"
     plot(results, cfgs, plot_path)
