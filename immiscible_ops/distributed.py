@@ -19,6 +19,7 @@ every rank: for D = 4*64*64 latents and b = 128, 8 ranks: 0.5 MB of cost rows vs
 Memory per rank: the K x D pool (as a local pool_factor * B batch would need on one device).
 """
 
+import math
 import zlib
 from typing import Optional
 
@@ -47,7 +48,7 @@ def check_cost_precision(cost_precision) -> None:
 def _options_hash(method: str, pool_factor: int, pool_size, cost_precision: str,
                   kwargs: dict, conditions) -> int:
     pool = (pool_factor, pool_size) if method == "pool" else (1, None)
-    width = None if conditions is None else conditions[0:0].reshape(0, -1).shape[1]
+    width = None if conditions is None else math.prod(conditions.shape[1:])
     text = repr((method, pool, cost_precision, sorted(kwargs.items()), width))
     return zlib.crc32(text.encode())
 
@@ -165,7 +166,8 @@ def immiscible_noise_global(x: torch.Tensor, *, group=None, method: str = "assig
                           sizes, group, device)
     conds = None
     if conditions is not None:
-        conds = _gather_rows(conditions.reshape(b, -1).float(), b, bmax, sizes, group, device)
+        width = math.prod(conditions.shape[1:])
+        conds = _gather_rows(conditions.reshape(b, width).float(), b, bmax, sizes, group, device)
 
     gathered = [torch.empty_like(rows) for _ in range(world)] if rank == 0 else None
     dist.gather(rows, gathered, dst=src, group=group)
