@@ -55,12 +55,13 @@ class DerivedConditions:
 
 
 def per_condition_w2(samples: torch.Tensor, real: torch.Tensor, classes: torch.Tensor,
-                     w2_distance, min_count: int = 10) -> float:
+                     w2_distance, min_count: int = 2) -> float:
     """Mean over condition classes of W2(samples generated for the class, real of the class):
-    sample i was generated for real[i]'s condition, so classes index both."""
+    sample i was generated for real[i]'s condition, so classes index both. Classes with fewer
+    than min_count points are left out (NaN when all are)."""
     values = []
     for c in classes.unique().tolist():
         sel = classes == c
         if int(sel.sum()) >= min_count:
             values.append(w2_distance(samples[sel], real[sel]))
-    return float(sum(values) / len(values))
+    return float(sum(values) / len(values)) if values else math.nan
