@@ -35,7 +35,8 @@ def workload(b, d, e, seed, device):
     x0 = torch.randn(b, d, generator=g)
     x1 = torch.randn(b, d, generator=g) + 0.5
     centres = torch.nn.functional.normalize(torch.randn(100, e, generator=g), dim=1)
-    y = centres[torch.randint(0, 100, (b,), generator=g)] + 0.5 / e ** 0.5 * torch.randn(b, e, generator=g)
+    spread = 0.5 / e ** 0.5 * torch.randn(b, e, generator=g)
+    y = centres[torch.randint(0, 100, (b,), generator=g)] + spread
     y = torch.nn.functional.normalize(y, dim=1)
     return x0.to(device), x1.to(device), y.to(device)
 
@@ -99,7 +100,8 @@ def ours(x0, x1, y, r=0.2):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=6400)
     p.add_argument("--dim", type=int, default=3072)
     p.add_argument("--cond-dim", type=int, default=1024)
@@ -136,11 +138,13 @@ def main():
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d}, {a.device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, B={a.batch} D={a.dim} E={a.cond_dim}, "
           f"{a.repeats} repeat(s)")
-    print("| contender | cost+w (s) | solve (s) | total (s) | w | r at w | total on C2OT's cost vs C2OT's plan |")
+    print("| contender | cost+w (s) | solve (s) | total (s) | w | r at w "
+          "| total on C2OT's cost vs C2OT's plan |")
     print("|---|---|---|---|---|---|---|")
     print(f"| C2OT recipe (torch + scipy) | {med(ref_prep):.2f} | {med(ref_solve):.2f} | "
           f"{med(ref_prep) + med(ref_solve):.2f} | {w_ref:.4g} | {r_at(w_ref):.5f} | 1 |")
-    print(f"| ours (OTConditionalPlanSampler) | - | - | {med(ours_s):.2f} | {w:.4g} | {r_at(w):.5f} | "
+    print(f"| ours (OTConditionalPlanSampler) | - | - | {med(ours_s):.2f} | {w:.4g} | "
+          f"{r_at(w):.5f} | "
           f"{ours_total / ref_total:.7f} |")
 
 

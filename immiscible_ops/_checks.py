@@ -133,15 +133,18 @@ def check_conditions(x: torch.Tensor, conditions, weight, target_r, metric) -> N
     if not isinstance(conditions, torch.Tensor):
         raise ValueError(f"conditions: expected a tensor [B, ...], got {type(conditions).__name__}")
     if conditions.dim() < 1 or conditions.shape[0] != x.shape[0]:
-        raise ValueError(f"conditions: expected shape [{x.shape[0]}, ...] (one condition per image), "
+        raise ValueError(f"conditions: expected shape [{x.shape[0]}, ...] (one condition per "
+                         f"image), "
                          f"got {tuple(conditions.shape)}")
     if not conditions.is_floating_point():
-        raise ValueError(f"conditions: expected a floating-point tensor, got dtype {conditions.dtype}")
+        raise ValueError("conditions: expected a floating-point tensor, got dtype "
+                         f"{conditions.dtype}")
     if conditions.device != x.device:
         raise ValueError(f"conditions: on {conditions.device}, x on {x.device}")
     if (weight is None) == (target_r is None):
-        raise ValueError("condition_weight, condition_target_r: give exactly one (a fixed weight w, "
-                         f"or the target fraction r that chooses w), got {weight!r} and {target_r!r}")
+        raise ValueError("condition_weight, condition_target_r: give exactly one (a fixed "
+                         "weight w, or the target fraction r that chooses w), got "
+                         f"{weight!r} and {target_r!r}")
     if weight is not None and not (weight >= 0 and math.isfinite(weight)):
         raise ValueError(f"condition_weight: expected a finite number >= 0, got {weight!r}")
     if target_r is not None and not (0 < target_r <= 1):

@@ -209,4 +209,4 @@ def _gather_rows(t: Optional[torch.Tensor], b: int, bmax: int, sizes: list, grou
     padded[:b] = t
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded, group=group)
-    return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])

@@ -62,10 +62,10 @@ def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
     images take noise from their class's share (ignored by "knn", whose candidates are per
     image); conditions [B, ...] with condition_weight= or condition_target_r= (and
     condition_metric=): the C2OT cost, noise slot j carrying image j's condition (ignored by "knn"
-    and "none", which couple nothing); other keywords go to `assign`. scope "global": one assignment for the whole
-    torch.distributed job (`process_group`, immiscible_ops.distributed; cost_precision= applies
-    there), the local solve without an initialized group or with one process; "local" (default):
-    each rank on its own."""
+    and "none", which couple nothing); other keywords go to `assign`. scope "global": one
+    assignment for the whole torch.distributed job (`process_group`,
+    immiscible_ops.distributed; cost_precision= applies there), the local solve without an
+    initialized group or with one process; "local" (default): each rank on its own."""
     if method not in METHODS:
         raise ValueError(f"method: unknown method {method!r}; expected one of {', '.join(METHODS)}")
     if scope not in ("local", "global"):

@@ -86,7 +86,8 @@ def condition_slots(b: int, pool: int, device) -> torch.Tensor:
     return torch.arange(pool, device=device) * b // pool
 
 
-def condition_distance(rows: torch.Tensor, cols: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
+def condition_distance(rows: torch.Tensor, cols: torch.Tensor,
+                       metric: str = "cosine") -> torch.Tensor:
     """rows [B, ...], cols [K, ...] conditions -> float32 [B, K]: "cosine" 1 - cos (a zero
     vector is at distance 1 from everything), "sqeuclidean" the squared L2 distance; never
     negative (rounding is clamped away)."""

@@ -37,9 +37,11 @@ def add_train_args(p: argparse.ArgumentParser):
     g.add_argument("--condition-weight", type=float, default=d.condition_weight,
                    help="C2OT: add W x condition distance to the coupling cost")
     g.add_argument("--condition-target-r", type=float, default=d.condition_target_r,
-                   help="C2OT: pick the weight so that a fraction R of pairs is at most as costly as "
+                   help="C2OT: pick the weight so that a fraction R of pairs is at most as "
+                   "costly as "
                    "the independent pair")
-    g.add_argument("--condition-metric", choices=("cosine", "sqeuclidean"), default=d.condition_metric)
+    g.add_argument("--condition-metric", choices=("cosine", "sqeuclidean"),
+                   default=d.condition_metric)
     g = p.add_argument_group("objective")
     g.add_argument("--objective", choices=OBJECTIVES, default=d.objective,
                    help="ddpm: epsilon-prediction, DDIM sampling; flow: linear-path flow matching "

@@ -77,7 +77,8 @@ def run_configs(a) -> list:
             for seed in (int(s) for s in a.seeds.split(",")):
                 name = f"{Path(data).stem}-{objective}-{method}-s{seed}"
                 coupling = "assign" if method in CONDITIONAL_ARMS else method
-                cfgs.append(Config(data=data, out=str(Path(a.out) / name), coupling=coupling, seed=seed,
+                cfgs.append(Config(data=data, out=str(Path(a.out) / name), coupling=coupling,
+                                   seed=seed,
                                    objective=objective, device=a.device, unet_widths=widths,
                                    checkpoint_every=base["steps"], progress=a.progress,
                                    cache_dir=a.cache_dir, threads=a.threads, k=a.k,
@@ -124,7 +125,8 @@ def summarize(cfgs: list, metric: str = None) -> dict:
     for cfg in cfgs:
         run = compare.read_run(Path(cfg.out))
         summary = json.loads((Path(cfg.out) / "summary.json").read_text())
-        table.setdefault(group_name(cfg), OrderedDict()).setdefault(arm(cfg), []).append((run, summary))
+        runs = table.setdefault(group_name(cfg), OrderedDict()).setdefault(arm(cfg), [])
+        runs.append((run, summary))
     results = OrderedDict()
     for data, methods in table.items():
         first = next(iter(methods.values()))[0][0]
@@ -278,7 +280,9 @@ def plot(results: dict, cfgs: list, path: Path):
     datasets = list(results)
     # With several step counts, a training-curve row at the fewest too (1 step for consistency).
     few = any(len(results[d]["nfe"]) > 1 for d in datasets)
-    rows = 3 if few else 2
+    # With conditions, a row for what the couplings did to them (coupling_stats, every evaluation).
+    conditional = any(c.conditions != "none" for c in cfgs)
+    rows = (3 if few else 2) + conditional
     fig, axes = plt.subplots(rows, len(datasets), figsize=(4.5 * len(datasets), 3.75 * rows), squeeze=False)
     for col, data in enumerate(datasets):
         groups = OrderedDict()
@@ -292,6 +296,10 @@ def plot(results: dict, cfgs: list, path: Path):
         if few:
             compare.plot_groups(axes[1][col], groups, f"{res['metric']}@{nmin}",
                                 title=f"{data}: training curve, {nmin} step{'s' if nmin > 1 else ''}")
+        if conditional:
+            compare.plot_groups(axes[rows - 2][col], groups, "coupling_condition_distance_coupled",
+                                title=f"{data}: condition distance, image to its noise's image",
+                                log=False)
         ax = axes[rows - 1][col]
         for i, (method, m) in enumerate(res["methods"].items()):
             xs = np.array(res["nfe"], dtype=float) * (1 + 0.04 * (i - 1.5))  # dodge the error bars
@@ -355,7 +363,8 @@ def main(argv=None) -> int:
     p.add_argument("--class-conditional", action="store_true",
                    help="class-conditional models and in-class assignment on labelled image data")
     p.add_argument("--conditions", choices=("none", "derived"), default="none",
-                   help="derived: continuous per-sample conditions (immiscible_ops.train.conditions); "
+                   help="derived: continuous per-sample conditions "
+                   "(immiscible_ops.train.conditions); "
                    "adds the methods groups (assign within condition classes) and c2ot (assign "
                    "with the condition cost at --condition-target-r)")
     p.add_argument("--condition-target-r", type=float, default=0.2,

@@ -126,15 +126,19 @@ class Config:
         if self.condition_weight is not None and self.condition_target_r is not None:
             raise ValueError("condition_weight, condition_target_r: give one, not both")
         if self.condition_weight is not None and not (0 <= self.condition_weight < math.inf):
-            raise ValueError(f"condition_weight: expected a finite number >= 0, got {self.condition_weight}")
+            raise ValueError("condition_weight: expected a finite number >= 0, got "
+                             f"{self.condition_weight}")
         if self.condition_target_r is not None and not 0 < self.condition_target_r <= 1:
-            raise ValueError(f"condition_target_r: expected a fraction in (0, 1], got {self.condition_target_r}")
+            raise ValueError("condition_target_r: expected a fraction in (0, 1], got "
+                             f"{self.condition_target_r}")
         weighted = self.condition_weight is not None or self.condition_target_r is not None
         if (weighted or self.condition_groups) and self.coupling not in GROUPED:
-            raise ValueError(f"coupling: condition-aware coupling needs one of {', '.join(GROUPED)}, "
+            raise ValueError("coupling: condition-aware coupling needs one of "
+                             f"{', '.join(GROUPED)}, "
                              f"got {self.coupling!r}")
         if self.condition_metric not in ("cosine", "sqeuclidean"):
-            raise ValueError(f"condition_metric: expected cosine or sqeuclidean, got {self.condition_metric!r}")
+            raise ValueError("condition_metric: expected cosine or sqeuclidean, got "
+                             f"{self.condition_metric!r}")
 
     def training_dict(self) -> dict:
         return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_CHANGES}
@@ -368,10 +372,10 @@ def _load_data(cfg: Config):
 
 
 def coupling_record(cfg: Config, x0, conditions, groups, step: int, kw: dict) -> dict:
-    """coupling_stats of the current batch (conditions: the derived ones, or None) against a fresh draw from its own generator (the
-    training noise stream is untouched, so resumed runs stay bit-exact), keys "coupling_*";
-    the batch's own assignment for assign/pool/flip (flip's against the reversed noise), the
-    identity for none, nothing for knn (no assignment to report)."""
+    """coupling_stats of the current batch (conditions: the derived ones, or None) against a
+    fresh draw from its own generator (the training noise stream is untouched, so resumed runs
+    stay bit-exact), keys "coupling_*": the batch's own assignment for assign/pool/flip (flip's
+    against the reversed noise), the identity for none, nothing for knn (no assignment)."""
     if cfg.coupling == "knn":
         return {}
     g = torch.Generator(x0.device).manual_seed(cfg.seed * 1_000_003 + step)
@@ -380,7 +384,9 @@ def coupling_record(cfg: Config, x0, conditions, groups, step: int, kw: dict) ->
     if cfg.coupling == "none":
         index = torch.arange(x0.shape[0], device=x0.device)
     else:
-        target = noise.reshape(pool, -1).flip(-1).reshape(noise.shape) if cfg.coupling == "flip" else noise
+        target = noise
+        if cfg.coupling == "flip":
+            target = noise.reshape(pool, -1).flip(-1).reshape(noise.shape)
         options = {k: v for k, v in kw.items() if k != "pool_factor"}
         weighted = "condition_weight" in options or "condition_target_r" in options
         index = assign(x0, target, groups=groups, conditions=conditions if weighted else None,
@@ -485,9 +491,12 @@ def _train(cfg: Config, ctx: Dist) -> dict:
     conditioner, groups_all, condition_dim = None, None, 0
     if cfg.conditions == "derived":
         conditioner = conditions_mod.DerivedConditions(train_set.kind, train_set.x)
-        y_all, use_labels, condition_dim = conditioner(train_set.x).to(device), True, conditioner.dim
+        y_all, use_labels = conditioner(train_set.x).to(device), True
+        condition_dim = conditioner.dim
         if cfg.condition_groups:
-            classes = train_set.labels if train_set.labels is not None else conditioner.classes(train_set.x)
+            classes = train_set.labels
+            if classes is None:
+                classes = conditioner.classes(train_set.x)
             groups_all = classes.to(device)
     elif use_labels:
         groups_all = y_all

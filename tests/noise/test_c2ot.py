@@ -106,8 +106,9 @@ def test_plain_ot_without_weight_or_r(gen):
 def test_inputs_are_not_modified(gen):
     x0, x1, y = batch(gen)
     copies = [t.clone() for t in (x0, x1, y)]
-    OTConditionalPlanSampler(condition_weight=1.0, target_r=0.2).sample_plan_with_labels(x0, x1, y, y)
-    for t, before in zip((x0, x1, y), copies):
+    sampler = OTConditionalPlanSampler(condition_weight=1.0, target_r=0.2)
+    sampler.sample_plan_with_labels(x0, x1, y, y)
+    for t, before in zip((x0, x1, y), copies, strict=True):
         assert torch.equal(t, before)
 
 
@@ -116,7 +117,8 @@ def test_condition_cost_pulls_pairs_to_equal_conditions(gen):
     x0, x1, _ = batch(gen, n=40)
     labels = torch.randint(0, 4, (40,), generator=gen)
     y = torch.nn.functional.one_hot(labels, 4).float()
-    _, _, p0, p1 = OTConditionalPlanSampler(condition_weight=1e4).sample_plan_with_labels(x0, x1, y, y)
+    sampler = OTConditionalPlanSampler(condition_weight=1e4)
+    _, _, p0, p1 = sampler.sample_plan_with_labels(x0, x1, y, y)
     assert torch.equal(p0, p1)
     _, _, p0, p1 = OTConditionalPlanSampler().sample_plan_with_labels(x0, x1, y, y)
     assert not torch.equal(p0, p1)  # plain OT crosses conditions

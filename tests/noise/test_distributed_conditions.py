@@ -50,7 +50,8 @@ def _worker(rank, port, data, out_dir):
             if kwargs.get("groups") == "labels":
                 kwargs["groups"] = labels
             gen = torch.Generator().manual_seed(100 + rank)
-            results[name] = immiscible_noise(x, scope="global", generator=gen, conditions=c, **kwargs)
+            results[name] = immiscible_noise(x, scope="global", generator=gen, conditions=c,
+                                             **kwargs)
         bad = {  # rank 1 deviates; every rank must raise, none may hang
             "given": dict(conditions=None, condition_weight=None),
             "width": dict(conditions=c[:, :3]),
@@ -67,7 +68,8 @@ def _worker(rank, port, data, out_dir):
                 results[f"bad_{name}"] = "no error"
             except ValueError as e:
                 results[f"bad_{name}"] = str(e)
-        results["after"] = immiscible_noise(x, scope="global", conditions=c, condition_weight=1.0).shape
+        after = immiscible_noise(x, scope="global", conditions=c, condition_weight=1.0)
+        results["after"] = after.shape
     finally:
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.destroy_process_group()
