@@ -551,9 +551,9 @@ def _train(cfg: Config, ctx: Dist) -> dict:
 
     def evaluate(x0, y, groups):
         scores, samples = evaluator(ema, objective)
-        scores.update(coupling_record(cfg, x0, y if conditioner is not None else None, groups,
-                                      step, kw))
-        logger.log({"type": "eval", "step": step, **scores})
+        # In the log beside the scores; the summary's "final" keeps sample quality only.
+        stats = coupling_record(cfg, x0, y if conditioner is not None else None, groups, step, kw)
+        logger.log({"type": "eval", "step": step, **scores, **stats})
         save_samples(out / "samples" / f"step_{step:06d}.png", samples, train_set.kind,
                      evaluator.real if train_set.kind == "points" else None)
         return scores
