@@ -89,10 +89,27 @@ def main(argv=None) -> int:
         x, noise = workload(b, d, device, args.seed + b)
         reps = max(3, repeats // 4) if b >= 16384 else repeats
         row = run("assign fp16 (immiscible_ops)", f"B={b} D={d}",
-                  lambda: immiscible_ops.assign(x, noise, validate=False), reps)
+                  lambda x=x, noise=noise: immiscible_ops.assign(x, noise, validate=False), reps)
         if row and args.check and b <= 4096:
             cost = immiscible_ops.pairwise_distance(x, noise, precision="fp16")
             row["excess"] = excess(cost, immiscible_ops.assign(x, noise))
+
+    # 1b. Exact on the device without the CUDA kernel: solver="certified" (torch ops for the
+    # candidates and the certificate, the sparse solve on the host), against the auction on the
+    # device and the CPU exact solver on a host copy of the same fp16 distances.
+    for b in sizes[:2]:
+        x, noise = workload(b, d, device, args.seed + b)
+        cost = immiscible_ops.pairwise_distance(x, noise, precision="fp16")
+        reps = max(3, repeats // 4)
+        row = run("linear_assignment certified (exact)", f"B={b} (solve only)",
+                  lambda cost=cost: immiscible_ops.linear_assignment(cost, solver="certified"),
+                  reps)
+        if row and args.check:
+            row["excess"] = excess(cost, immiscible_ops.linear_assignment(cost, solver="certified"))
+        run("linear_assignment auction (device)", f"B={b} (solve only)",
+            lambda cost=cost: immiscible_ops.linear_assignment(cost, validate=False), reps)
+        run("linear_assignment exact (host copy)", f"B={b} (solve only)",
+            lambda cost=cost: immiscible_ops.linear_assignment(cost.cpu(), solver="exact"), reps)
 
     # 2. Many small problems at once.
     p, n = small
@@ -128,9 +145,9 @@ def main(argv=None) -> int:
             x, noise = workload(b, d, device, args.seed + b)
             cost = immiscible_ops.pairwise_distance(x, noise, precision="fp16")
             run("torch-linear-assignment", f"B={b} (solve only)",
-                lambda: batch_linear_assignment(cost.unsqueeze(0)), max(3, repeats // 4))
+                lambda cost=cost: batch_linear_assignment(cost.unsqueeze(0)), max(3, repeats // 4))
             run("linear_assignment (immiscible_ops)", f"B={b} (solve only)",
-                lambda: immiscible_ops.linear_assignment(cost, validate=False))
+                lambda cost=cost: immiscible_ops.linear_assignment(cost, validate=False))
         run("torch-linear-assignment", f"{p} x {n}x{n}",
             lambda: batch_linear_assignment(batch), max(3, repeats // 4))
     except ImportError:
@@ -153,7 +170,8 @@ def main(argv=None) -> int:
 
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine()),
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else (platform.processor() or platform.machine())),
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "command": " ".join(sys.argv), "seed": args.seed, "warmup": args.warmup,
     }

@@ -31,7 +31,14 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
-from immiscible_ops._checks import check_positive_int
+from immiscible_ops._checks import (
+    SEED_HIGH,
+    check_candidates,
+    check_knn,
+    check_seed,
+    check_seed_tensor,
+    missing_dependency,
+)
 
 try:
     import triton
@@ -46,8 +53,6 @@ _PHILOX_KEY_A = np.uint32(0x9E3779B9)
 _PHILOX_KEY_B = np.uint32(0xBB67AE85)
 _PHILOX_ROUND_A = np.uint64(0xD2511F53)
 _PHILOX_ROUND_B = np.uint64(0xCD9E8D57)
-_SEED_HIGH = 2**63 - 1
-_MAX_COUNTER = 2**32
 _REF_CHUNK = 1 << 22  # candidate elements per reference chunk (~16 MB float32) bounds CPU memory
 _KNN_TILE_ELEMENTS = 2048  # [K_TILE, BLOCK] elements of the kernel's register tile
 _KNN_MAX_K_TILE = 512
@@ -63,36 +68,22 @@ def draw_seed(generator: Optional[torch.Generator] = None,
 
     Stays on the device so that the CUDA path never synchronizes with the host."""
     gen_device = generator.device if generator is not None else torch.device(device)
-    seed = torch.randint(0, _SEED_HIGH, (1,), generator=generator, device=gen_device,
+    seed = torch.randint(0, SEED_HIGH, (1,), generator=generator, device=gen_device,
                          dtype=torch.int64)
     return seed.to(device, non_blocking=True)
 
 
 def _seed_int(seed) -> int:
     value = int(seed.reshape(-1)[0].item()) if isinstance(seed, torch.Tensor) else int(seed)
-    if not 0 <= value <= _SEED_HIGH:
-        raise ValueError(f"seed: expected an integer in [0, 2^63), got {value}")
+    check_seed(value)
     return value
 
 
 def _seed_tensor(seed, device) -> torch.Tensor:
     if isinstance(seed, torch.Tensor):
-        if seed.numel() != 1 or seed.dtype != torch.int64:
-            raise ValueError(f"seed: expected an int64 tensor of one element, got {seed.dtype} "
-                             f"shape {tuple(seed.shape)}")
+        check_seed_tensor(seed)
         return seed.reshape(1).to(device)
     return torch.tensor([_seed_int(seed)], dtype=torch.int64, device=device)
-
-
-def check_knn(x: torch.Tensor, k) -> None:
-    """knn_noise(x [B, ...], k)."""
-    if not isinstance(x, torch.Tensor) or x.dim() < 1:
-        raise ValueError("x: expected a tensor with a leading batch dimension [B, ...]")
-    if not x.is_floating_point():
-        raise ValueError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
-    check_positive_int("k", k, "candidates per image")
-    if x.shape[0] * k > _MAX_COUNTER:
-        raise ValueError(f"k: B * k = {x.shape[0] * k} candidates exceed the 2^32 Philox counters")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,30 +160,6 @@ def knn_noise_reference(x: torch.Tensor, k: int, seed) -> Tuple[torch.Tensor, to
 
 # ---------------------------------------------------------------------------------------------
 # Candidates as tensors (the caller's, or torch.randn's): the plain torch recipe
-
-
-def check_candidates(x: torch.Tensor, candidates, distance_dtype) -> None:
-    """select_nearest(x [B, ...], candidates [B, k, ...], distance_dtype)."""
-    if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.is_floating_point():
-        raise ValueError("x: expected a floating-point tensor with a leading batch dimension")
-    if not isinstance(candidates, torch.Tensor) or not candidates.is_floating_point():
-        raise ValueError("candidates: expected a floating-point tensor [B, k, ...]")
-    want = (x.shape[0], "k", *x.shape[1:])
-    if (candidates.dim() != x.dim() + 1 or candidates.shape[0] != x.shape[0]
-            or candidates.shape[2:] != x.shape[1:]):
-        raise ValueError(f"candidates: expected shape {want} for x of shape {tuple(x.shape)}, "
-                         f"got {tuple(candidates.shape)}")
-    if candidates.shape[1] < 1:
-        raise ValueError("candidates: expected at least one candidate per image (k >= 1)")
-    if candidates.device != x.device:
-        raise ValueError(f"candidates: on {candidates.device}, x on {x.device}")
-    check_distance_dtype(distance_dtype)
-
-
-def check_distance_dtype(distance_dtype) -> None:
-    if distance_dtype is not None and (not isinstance(distance_dtype, torch.dtype)
-                                       or not distance_dtype.is_floating_point):
-        raise ValueError(f"distance_dtype: expected a floating torch.dtype or None, got {distance_dtype!r}")
 
 
 def select_nearest(x: torch.Tensor, candidates: torch.Tensor, *,
@@ -322,7 +289,7 @@ def knn_noise_triton(x: torch.Tensor, k: int, seed, *, block: int = 32,
     """x [B, ...] -> (noise like x, LongTensor [B]) from the fused kernel (CUDA, or CPU tensors
     under TRITON_INTERPRET=1). Memory O(B*D) whatever k."""
     if not HAS_TRITON:
-        raise RuntimeError("knn_noise_triton: triton is not installed")
+        raise missing_dependency("knn_noise_triton runs a Triton kernel", "pip install triton")
     check_knn(x, k)
     b = x.shape[0]
     flat = x.detach().reshape(b, -1).contiguous()

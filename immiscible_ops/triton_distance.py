@@ -21,8 +21,8 @@ import triton.language as tl
 from triton.runtime.jit import JITFunction
 
 from immiscible_ops import _checks
+from immiscible_ops.reference import FP8_MAX
 
-FP8_MAX = 448.0  # largest finite float8_e4m3fn value, as in reference.fp8_row_scale
 _FP8_MAX = tl.constexpr(FP8_MAX)  # kernels may read only constexpr globals
 
 # Rounding modes of _prepare_rows.

@@ -7,8 +7,8 @@ in registers, which spilled: docs/GPU.md "Resources"); these check the loop and 
 
 import pytest
 import torch
-
 from conftest import run_knn_interpreted
+
 from immiscible_ops import knn
 
 pytest.importorskip("triton")

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import run_knn_interpreted
+
 from immiscible_ops import knn
 
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -154,3 +154,9 @@ def test_kernel_matches_reference_cuda(b, k, shape, dtype):
     assert torch.equal(index.cpu()[clear], ref_index[clear])
     torch.testing.assert_close(noise.cpu()[clear].float(), ref_noise[clear].float(),
                                atol=1e-5 if dtype == torch.float32 else 1e-2, rtol=1e-5)
+
+
+def test_fused_kernel_without_triton_names_the_install(monkeypatch):
+    monkeypatch.setattr(knn, "HAS_TRITON", False)
+    with pytest.raises(ImportError, match="pip install triton"):
+        knn.knn_noise_triton(torch.randn(4, 8), 2, seed=1)
