@@ -299,7 +299,7 @@ def plot(results: dict, cfgs: list, path: Path):
                                 title=f"{data}: training curve, {nmin} step{'s' if nmin > 1 else ''}")
         if conditional:
             compare.plot_groups(axes[rows - 2][col], groups, "coupling_condition_distance_coupled",
-                                title=f"{data}: condition distance to the noise slot's",
+                                title=f"{data}: condition distance, image to its noise slot",
                                 log=False)
         ax = axes[rows - 1][col]
         for i, (method, m) in enumerate(res["methods"].items()):
