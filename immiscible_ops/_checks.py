@@ -1,8 +1,8 @@
 """Input validation of every public surface of the package, in one place: ValueError, the
 argument named. Sections below, one per surface: the operators (ops.py, and their fake kernels),
 immiscible_noise (noise.py), the KNN noise functions (knn.py), the global assignment
-(distributed.py), the torchcfm sampler (integrations/torchcfm.py) and auction_on_host
-(testing.py). Two surfaces keep their own checks, for a reason: scipy_compat raises scipy's own
+(distributed.py), C2OT's sampler (integrations/c2ot.py), the torchcfm sampler
+(integrations/torchcfm.py) and auction_on_host (testing.py). Two surfaces keep their own checks, for a reason: scipy_compat raises scipy's own
 exceptions and messages (its contract is scipy's), and the trainer's Config.validate checks a
 run's configuration, not a call's arguments.
 
@@ -359,6 +359,59 @@ def check_global(x, groups, method, pool_factor, pool_size, cost_precision, kwar
     check_groups(x, groups)
     check_conditions(x, conditions, kwargs.get("condition_weight"),
                      kwargs.get("condition_target_r"), kwargs.get("condition_metric", "cosine"))
+
+
+# ---------------------------------------------------------------------------------------------
+# C2OT's sampler (integrations/c2ot.py)
+
+# C2OT's norm names -> this package's metric names
+C2OT_X_NORMS = {"l2_squared": "sqeuclidean", "l2": "l2"}
+C2OT_CONDITION_NORMS = {"cosine": "cosine", "l2_squared": "sqeuclidean"}
+
+
+def check_c2ot_sampler(condition_weight, target_r, max_num_iter, target_r_tol, x_norm,
+                       condition_norm, solver) -> None:
+    """OTConditionalPlanSampler's constructor (C2OT's arguments, and ours: solver)."""
+    check_choice("x_norm", x_norm, tuple(C2OT_X_NORMS))
+    check_choice("condition_norm", condition_norm, tuple(C2OT_CONDITION_NORMS))
+    check_choice("solver", solver, ("auto", "exact", "auction"))
+    check_positive_int("max_num_iter", max_num_iter, "C2OT's search iterations")
+    if not target_r_tol > 0:
+        raise ValueError(f"target_r_tol: expected a positive tolerance, got {target_r_tol!r}")
+    if condition_weight is not None and not condition_weight >= 0:
+        raise ValueError(f"condition_weight: expected a number >= 0, got {condition_weight!r}")
+    if target_r is not None and not 0 < target_r <= 1:
+        raise ValueError(f"target_r: expected a fraction in (0, 1], got {target_r!r}")
+
+
+def check_c2ot_plan(x0, x1, y0, y1, condition_aware: bool) -> None:
+    """sample_plan_with_labels(x0 [N, ...], x1 [N, ...], y0, y1 [N, ...]); reads y0 and y1 for
+    NaN when the plan is condition-aware (the solve synchronizes anyway)."""
+    for name, t in (("x0", x0), ("x1", x1)):
+        if not isinstance(t, torch.Tensor) or t.dim() < 1:
+            raise ValueError(f"{name}: expected a tensor [N, ...]")
+        check_floating(name, t)
+    if x0.shape[0] != x1.shape[0] or x0.shape[1:] != x1.shape[1:]:
+        raise ValueError(f"x1: shape {tuple(x1.shape)} differs from x0's {tuple(x0.shape)}; "
+                         "a permutation plan needs equal batches")
+    if x0.device != x1.device:
+        raise ValueError(f"x1: on {x1.device}, x0 on {x0.device}")
+    if not condition_aware:
+        return
+    if y0 is None or y1 is None:
+        raise ValueError("y0, y1: the condition-aware plan needs both conditions")
+    for name, y in (("y0", y0), ("y1", y1)):
+        if not isinstance(y, torch.Tensor) or y.dim() < 1 or y.shape[0] != x0.shape[0]:
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"{name}: expected [{x0.shape[0]}, ...] (one condition per "
+                             f"sample), got {shape}")
+        if y.device != x0.device:
+            raise ValueError(f"{name}: on {y.device}, x0 on {x0.device}")
+        if y.is_complex():
+            raise ValueError(f"{name}: expected real conditions, got dtype {y.dtype}")
+        check_finite(name, y.float())
+    if y0[0].numel() != y1[0].numel():
+        raise ValueError(f"y1: {y1[0].numel()} values per condition, y0 has {y0[0].numel()}")
 
 
 # ---------------------------------------------------------------------------------------------

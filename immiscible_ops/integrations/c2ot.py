@@ -32,8 +32,8 @@ import torch
 
 from immiscible_ops import _checks, ops
 
-X_NORMS = {"l2_squared": "sqeuclidean", "l2": "l2"}
-CONDITION_NORMS = {"cosine": "cosine", "l2_squared": "sqeuclidean"}
+X_NORMS = _checks.C2OT_X_NORMS
+CONDITION_NORMS = _checks.C2OT_CONDITION_NORMS
 
 
 class OTConditionalPlanSampler:
@@ -43,16 +43,8 @@ class OTConditionalPlanSampler:
     def __init__(self, condition_weight: Optional[float] = None, target_r: Optional[float] = None,
                  max_num_iter: int = 10, target_r_tol: float = 1e-3, x_norm: str = "l2_squared",
                  condition_norm: str = "cosine", *, solver: str = "auto"):
-        _checks.check_choice("x_norm", x_norm, tuple(X_NORMS))
-        _checks.check_choice("condition_norm", condition_norm, tuple(CONDITION_NORMS))
-        _checks.check_choice("solver", solver, ("auto", "exact", "auction"))
-        _checks.check_positive_int("max_num_iter", max_num_iter, "C2OT's search iterations")
-        if not target_r_tol > 0:
-            raise ValueError(f"target_r_tol: expected a positive tolerance, got {target_r_tol!r}")
-        if condition_weight is not None and not condition_weight >= 0:
-            raise ValueError(f"condition_weight: expected a number >= 0, got {condition_weight!r}")
-        if target_r is not None and not 0 < target_r <= 1:
-            raise ValueError(f"target_r: expected a fraction in (0, 1], got {target_r!r}")
+        _checks.check_c2ot_sampler(condition_weight, target_r, max_num_iter, target_r_tol, x_norm,
+                                   condition_norm, solver)
         self.condition_weight = condition_weight
         self.target_r = target_r
         self.max_num_iter = max_num_iter
@@ -79,7 +71,7 @@ class OTConditionalPlanSampler:
                                 y0: Optional[torch.Tensor], y1: Optional[torch.Tensor]):
         """prior x0 [N, ...], data x1 [N, ...], their conditions y0, y1 [N, ...] (usually the
         same tensor) -> (x0, x1[j], y0, y1[j]) for the optimal permutation j."""
-        self._check(x0, x1, y0, y1)
+        _checks.check_c2ot_plan(x0, x1, y0, y1, self.condition_aware)
         # Rows are the data, columns the prior: C2OT's r compares entry (i, j) with data j's
         # independent pair M[j, j], which is the row's diagonal in this orientation.
         dist = self.get_x_cost_matrix(x0, x1).T
@@ -101,30 +93,3 @@ class OTConditionalPlanSampler:
         if self.target_r is not None:
             self.condition_weight = float(w)  # after the solve, which has synchronized already
         return x0, x1[j], y0, None if y1 is None else y1[j]
-
-    def _check(self, x0, x1, y0, y1) -> None:
-        for name, t in (("x0", x0), ("x1", x1)):
-            if not isinstance(t, torch.Tensor) or t.dim() < 1:
-                raise ValueError(f"{name}: expected a tensor [N, ...]")
-            _checks.check_floating(name, t)
-        if x0.shape[0] != x1.shape[0] or x0.shape[1:] != x1.shape[1:]:
-            raise ValueError(f"x1: shape {tuple(x1.shape)} differs from x0's {tuple(x0.shape)}; "
-                             "a permutation plan needs equal batches")
-        if x0.device != x1.device:
-            raise ValueError(f"x1: on {x1.device}, x0 on {x0.device}")
-        if not self.condition_aware:
-            return
-        if y0 is None or y1 is None:
-            raise ValueError("y0, y1: the condition-aware plan needs both conditions")
-        for name, y in (("y0", y0), ("y1", y1)):
-            if not isinstance(y, torch.Tensor) or y.dim() < 1 or y.shape[0] != x0.shape[0]:
-                shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-                raise ValueError(f"{name}: expected [{x0.shape[0]}, ...] (one condition per "
-                                 f"sample), got {shape}")
-            if y.device != x0.device:
-                raise ValueError(f"{name}: on {y.device}, x0 on {x0.device}")
-            if y.is_complex():
-                raise ValueError(f"{name}: expected real conditions, got dtype {y.dtype}")
-            _checks.check_finite(name, y.float())
-        if y0[0].numel() != y1[0].numel():
-            raise ValueError(f"y1: {y1[0].numel()} values per condition, y0 has {y0[0].numel()}")
