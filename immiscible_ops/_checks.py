@@ -1,10 +1,10 @@
-"""Input validation of every public surface of the package, in one place: ValueError, the
-argument named. Sections below, one per surface: the operators (ops.py, and their fake kernels),
+"""Input validation of every public surface of the package, in one place: ValueError, the argument
+named. Sections below, one per surface: the operators (ops.py, and their fake kernels),
 immiscible_noise (noise.py), the KNN noise functions (knn.py), the global assignment
 (distributed.py), C2OT's sampler (integrations/c2ot.py), the torchcfm sampler
-(integrations/torchcfm.py) and auction_on_host (testing.py). Two surfaces keep their own checks, for a reason: scipy_compat raises scipy's own
-exceptions and messages (its contract is scipy's), and the trainer's Config.validate checks a
-run's configuration, not a call's arguments.
+(integrations/torchcfm.py) and auction_on_host (testing.py). Two surfaces keep their own checks,
+for a reason: scipy_compat raises scipy's own exceptions and messages (its contract is scipy's),
+and the trainer's Config.validate checks a run's configuration, not a call's arguments.
 
 Shape and dtype checks need no data. Value faults (NaN, -inf, infeasible) are found by the
 solver kernels themselves and come back as a status tensor; reading it (`check_status`) is the

@@ -70,9 +70,11 @@ def run_configs(a) -> list:
             base["ct_total_steps"] = base["steps"]
         for method in a.methods.split(","):
             cond = {}
-            if a.conditions == "derived":
+            # getattr: callers that build the namespace themselves may predate these options.
+            if getattr(a, "conditions", "none") == "derived":
+                r = getattr(a, "condition_target_r", 0.2)
                 cond = dict(conditions="derived", condition_groups=method == "groups",
-                            condition_target_r=a.condition_target_r if method == "c2ot" else None)
+                            condition_target_r=r if method == "c2ot" else None)
             elif method in CONDITIONAL_ARMS:
                 raise ValueError(f"methods: {method!r} needs --conditions derived")
             for seed in (int(s) for s in a.seeds.split(",")):
