@@ -1,7 +1,7 @@
 """The GPU code compiled for its real targets, without a GPU, and its resources checked.
 
 Triton: the kernels the launchers would run for a set of representative calls
-(`triton_distance._distance`, `knn.knn_noise_triton`), every autotune config the launcher's
+(`triton_distance._distance`, `triton_knn.knn_noise_triton`), every autotune config the launcher's
 pruning leaves in, compiled by `triton.compile` for sm_80, sm_90 and sm_100
 with Triton's bundled ptxas; registers, spills and stack from its `ptxas -v` log, shared
 memory from the kernel's metadata, tensor-core instructions counted in the PTX.
@@ -188,7 +188,7 @@ def collect_triton(plan):
     """Every distinct Triton compile job of the plan: dicts with kernel, config, target, case."""
     import torch
     from triton.backends.compiler import GPUTarget
-    from immiscible_ops import knn, triton_distance as td
+    from immiscible_ops import triton_distance as td, triton_knn as knn
 
     jobs, seen = [], {}
     for cap in sorted({*plan["targets"], *plan.get("accumulation", {})}):

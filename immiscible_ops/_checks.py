@@ -143,3 +143,36 @@ def check_assign(x, noise, metric, precision, solver, tol, groups) -> None:
     check_tol(tol)
     check_auction_budget(x.device, solver)
     check_groups(x, groups)
+
+
+# Philox counters per seed: the candidate id image * k + c is one uint32 word of the counter.
+MAX_KNN_CANDIDATES = 2**32
+SEED_HIGH = 2**63 - 1
+
+
+def check_knn(x, k) -> None:
+    """knn_noise(x [B, ...], k)."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 1:
+        raise ValueError("x: expected a tensor with a leading batch dimension [B, ...]")
+    if not x.is_floating_point():
+        raise ValueError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
+    check_positive_int("k", k, "candidates per image")
+    if x.shape[0] * k > MAX_KNN_CANDIDATES:
+        raise ValueError(f"k: B * k = {x.shape[0] * k} candidates exceed the 2^32 Philox counters")
+
+
+def check_seed_tensor(seed) -> None:
+    """A Philox seed as the knn_noise operator takes it: int64 [1] (its value is read on the
+    device; draw_seed gives one)."""
+    if not isinstance(seed, torch.Tensor) or seed.numel() != 1 or seed.dtype != torch.int64:
+        shape = tuple(seed.shape) if isinstance(seed, torch.Tensor) else type(seed).__name__
+        dtype = seed.dtype if isinstance(seed, torch.Tensor) else ""
+        raise ValueError(f"seed: expected an int64 tensor of one element, got {dtype} {shape}")
+
+
+def seed_value(seed) -> int:
+    """The seed (int, or a one-element tensor) as an int in [0, 2^63)."""
+    value = int(seed.reshape(-1)[0].item()) if isinstance(seed, torch.Tensor) else int(seed)
+    if not 0 <= value <= SEED_HIGH:
+        raise ValueError(f"seed: expected an integer in [0, 2^63), got {value}")
+    return value

@@ -4,13 +4,14 @@ fake kernels for torch.compile, and the public functions.
 Device kernels live elsewhere and are found by the dispatcher:
   solve_batched       csrc/cpu/linear_assignment_cpu.cpp (CPU), csrc/cuda/ (CUDA)
   pairwise_distance   reference.pairwise_distance (any device), triton_distance.py (CUDA)
+  knn_noise           reference.knn_noise_reference (any device), triton_knn.py (CUDA)
 """
 
 from typing import Optional
 
 import torch
 
-from immiscible_ops import _checks, reference
+from immiscible_ops import _checks, _loading, reference
 
 _NO_TOL = -1.0  # what the kernels read as "use your default"
 
@@ -25,6 +26,8 @@ def _linear_assignment(cost, solver="auto", tol=None, validate=True):
     batch, (n, m) = cost.shape[:-2], cost.shape[-2:]
     if n == 0 or batch.numel() == 0:
         return torch.empty(cost.shape[:-1], dtype=torch.long, device=cost.device)
+    if cost.device.type == "cuda":
+        _loading.check_cuda_device(cost.device)
     row_to_col, status = torch.ops.immiscible.solve_batched(
         cost.reshape(-1, n, m), solver, _NO_TOL if tol is None else float(tol)
     )
@@ -99,6 +102,25 @@ def _assign_fake(x, noise, metric="l2", precision="fp16", solver="auto", tol=Non
                  validate=True):
     _checks.check_assign(x, noise, metric, precision, solver, tol, groups)
     return x.new_empty((x.shape[0],), dtype=torch.long)
+
+
+# ---------------------------------------------------------------------------------------------
+# knn_noise
+
+
+@torch.library.impl("immiscible::knn_noise", "CompositeExplicitAutograd")
+def _knn_noise(x, k, seed):
+    _checks.check_knn(x, k)
+    _checks.check_seed_tensor(seed)
+    return reference.knn_noise_reference(x, k, seed)
+
+
+@torch.library.register_fake("immiscible::knn_noise")
+def _knn_noise_fake(x, k, seed):
+    _checks.check_knn(x, k)
+    _checks.check_seed_tensor(seed)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(
+        (x.shape[0],), dtype=torch.long)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,3 +67,15 @@ def test_grid_blocks_and_round_cap():
     assert lib.immiscible_launch_grid_blocks(0, 132) == 0  # the launcher refuses this case
     assert lib.immiscible_launch_max_rounds(1) == 100064
     assert lib.immiscible_launch_max_rounds(1 << 29) == (2**31 - 1) // 2
+
+
+@pytest.mark.parametrize("error,falls_back", [
+    (720, True),   # cudaErrorCooperativeLaunchTooLarge: the grid cannot be resident (MPS limits)
+    (801, True),   # cudaErrorNotSupported: no cooperative launch on this device or mode
+    (0, False),
+    (2, False),    # cudaErrorMemoryAllocation: a real error
+    (98, False),   # cudaErrorInvalidDeviceFunction
+    (700, False),  # cudaErrorIllegalAddress: sticky, never retried
+])
+def test_refused_cooperative_launch_falls_back_to_block_mode(error, falls_back):
+    assert bool(lib.immiscible_launch_grid_falls_back(error)) is falls_back
