@@ -43,7 +43,9 @@ def model_dot(qx: np.ndarray, qy: np.ndarray, chunk, bits: int) -> np.ndarray:
     acc = np.zeros_like(total)
     for k in range(0, d, INSTRUCTION_K):
         # e4m3 products and their sum over 32 are exact in float64
-        part = (qx[:, k:k + INSTRUCTION_K].astype(np.float64) @ qy[:, k:k + INSTRUCTION_K].T.astype(np.float64))
+        a = qx[:, k:k + INSTRUCTION_K].astype(np.float64)
+        b = qy[:, k:k + INSTRUCTION_K].astype(np.float64)
+        part = a @ b.T
         acc = truncate(acc + part.astype(np.float32), bits)
         if chunk is not None and (k + INSTRUCTION_K) % chunk == 0:
             total += acc

@@ -45,8 +45,9 @@ def cuda_driver_problem(runtime_version: int, driver_version: int,
     a driver at least as new as the runtime, minor version included."""
     if driver_version <= 0:
         return None
-    if (driver_version // 1000 >= runtime_version // 1000 and capability is not None
-            and not runs_compiled_code(capability, sass_archs) and driver_version < runtime_version):
+    same_major = driver_version // 1000 >= runtime_version // 1000
+    if (same_major and capability is not None and driver_version < runtime_version
+            and not runs_compiled_code(capability, sass_archs)):
         sm = f"sm_{capability[0]}{capability[1]}"
         built = ", ".join(f"sm_{a}" for a in sass_archs) or "none"
         return (
@@ -60,7 +61,7 @@ def cuda_driver_problem(runtime_version: int, driver_version: int,
             f"IMMISCIBLE_CUDA_ARCHS={capability[0]}{capability[1]} IMMISCIBLE_BUILD_CUDA=1 pip "
             "install --no-build-isolation --no-binary immiscible_ops immiscible_ops."
         )
-    if driver_version // 1000 >= runtime_version // 1000:
+    if same_major:
         return None
     major = runtime_version // 1000
     first = FIRST_LINUX_DRIVER.get(major)

@@ -7,7 +7,8 @@ default). `immiscible_noise_global` solves ONE assignment problem for the whole 
      ranks that disagree all raise the same ValueError instead of hanging in a later collective;
   2. every rank regenerates the same noise pool of pool_factor * B_total draws from rank 0's seed
      (noise never travels: the descriptor refuses ranks whose devices would draw different
-     streams from one seed, see random_stream_fingerprint), and computes the distance rows of its OWN images to the whole pool:
+     streams from one seed, see random_stream_fingerprint), and computes the distance rows of
+     its OWN images to the whole pool:
      images never leave their rank, not even quantized;
   3. the rows (fp32, or fp16/bf16 with cost_precision) are gathered on the solving rank, which
      runs linear_assignment on its device and broadcasts the permutation;
@@ -128,8 +129,8 @@ def _check_agreement(table: torch.Tensor, error: Optional[ValueError]) -> None:
     if (table[:, 7] != table[0, 7]).any():
         raise ValueError(
             "x: the ranks' devices draw different random streams from one seed (fingerprints "
-            f"{table[:, 7].tolist()}): every rank regenerates the shared noise pool with torch.randn, "
-            "whose CUDA output depends on the GPU's SM count and threads per SM (GPU model, MIG "
+            f"{table[:, 7].tolist()}): every rank regenerates the shared noise pool with "
+            "torch.randn, whose CUDA output depends on the GPU's SM count and threads per SM (GPU model, MIG "
             "profile) and on the torch version, so the pools would differ and the coupling would "
             "be wrong. Use one GPU model and torch version on every rank of the group, or "
             "immiscible_noise on each rank (local scope).")

@@ -68,7 +68,8 @@ def _prepare_rows(src, dst, scale_out, norm_out, D, D_OUT, stride_r, stride_d,
     sumsq = tl.zeros([BLOCK_D], dtype=tl.float32)
     for k in range(0, D_OUT, BLOCK_D):
         mask = k + offs < D
-        v = tl.load(src_row + (k + offs).to(tl.int64) * stride_d, mask=mask, other=0.0).to(tl.float32)
+        v = tl.load(src_row + (k + offs).to(tl.int64) * stride_d, mask=mask, other=0.0)
+        v = v.to(tl.float32)
         # Rounding is done on the fp32 bit pattern (round to nearest even, as torch casts) so the
         # final cast is exact: the Triton interpreter truncates bf16 casts and drops the exponent
         # carry of fp8 casts, which would make the CPU tests check a different rounding.

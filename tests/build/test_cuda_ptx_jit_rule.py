@@ -72,7 +72,8 @@ def test_cuda_module_reports_its_compiled_architectures():
             f"lib = ctypes.CDLL({str(CUDA_MODULE)!r}, mode=os.RTLD_LAZY | os.RTLD_LOCAL)\n"
             "module = ctypes.PYFUNCTYPE(ctypes.py_object)(('PyInit__C_cuda', lib))()\n"
             "print(*module.sass_archs())\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr
     archs = [int(a) for a in result.stdout.split()]
     assert archs and all(70 <= a < 200 for a in archs)

@@ -12,13 +12,16 @@ from immiscible_ops import reference
 td = pytest.importorskip("immiscible_ops.triton_distance")
 import triton.language as tl  # noqa: E402
 
-interp = pytest.mark.skipif(not td.INTERPRETED, reason="needs TRITON_INTERPRET=1 at triton's import")
+interp = pytest.mark.skipif(not td.INTERPRETED,
+                            reason="needs TRITON_INTERPRET=1 at triton's import")
 
 
 def _record(x, y, metric, precision, capability=(9, 0)):
     calls = []
-    td._distance(x, y, metric, precision, capability, False,
-                 launch=lambda kernel, grid, args, kwargs: calls.append((kernel, grid, args, kwargs)))
+    def launch(kernel, grid, args, kwargs):
+        calls.append((kernel, grid, args, kwargs))
+
+    td._distance(x, y, metric, precision, capability, False, launch=launch)
     return calls
 
 
@@ -42,7 +45,8 @@ def test_batches_beyond_the_grid_limit_are_sliced(metric, precision):
 
 
 @interp
-@pytest.mark.parametrize("metric,precision", [("l2", "fp8"), ("sqeuclidean", "fp32"), ("l1", "bf16")])
+@pytest.mark.parametrize("metric,precision",
+                         [("l2", "fp8"), ("sqeuclidean", "fp32"), ("l1", "bf16")])
 def test_sliced_batches_match_the_reference(monkeypatch, metric, precision, gen):
     monkeypatch.setattr(td, "MAX_GRID_Y", 3)  # 7 problems in slices of 3, 3, 1
     x, y = torch.randn(7, 5, 24, generator=gen), torch.randn(1, 6, 24, generator=gen)
@@ -125,8 +129,8 @@ def test_autotuning_once_per_size_bucket(tuned, monkeypatch):
     _tc_launch(65, 65, 49)
     assert len(benchmarks) == 1 and len(plain.launches) == 2
     chosen = kernel.configs[2]
-    assert all(launch["BLOCK_M"] == chosen.kwargs["BLOCK_M"] and launch["num_warps"] == chosen.num_warps
-               for launch in plain.launches)
+    assert all(launch["BLOCK_M"] == chosen.kwargs["BLOCK_M"]
+               and launch["num_warps"] == chosen.num_warps for launch in plain.launches)
     _tc_launch(300, 120, 64)  # a new bucket of N is tuned on its own
     assert len(benchmarks) == 2
 
@@ -150,12 +154,16 @@ def test_capture_never_benchmarks(tuned, monkeypatch):
     ((10, 0), tl.float8e4nv), ((12, 0), tl.float16),
 ])
 def test_fp8_tensor_cores_only_where_accumulation_is_controlled(capability, dot):
-    kernel, _, _, kwargs = _record(torch.randn(3, 32), torch.randn(4, 32), "l2", "fp8", capability)[-1]
+    x, y = torch.randn(3, 32), torch.randn(4, 32)
+    kernel, _, _, kwargs = _record(x, y, "l2", "fp8", capability)[-1]
     assert kwargs["DOT_DTYPE"] == dot
 
 
 def test_fp8_tiles_leave_room_for_two_accumulators():
     kept = td._prune(td._TC_CONFIGS, {"N": 4096, "M": 4096}, DOT_DTYPE=tl.float8e4nv)
     fp16 = td._prune(td._TC_CONFIGS, {"N": 4096, "M": 4096}, DOT_DTYPE=tl.float16)
-    assert kept and all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 2048 * c.num_warps for c in kept)
-    assert any(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] > 2048 * c.num_warps for c in fp16)
+    def accumulators(c):  # fp32 values a thread holds for one accumulator tile
+        return c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] // (32 * c.num_warps)
+
+    assert kept and all(accumulators(c) <= 64 for c in kept)
+    assert any(accumulators(c) > 64 for c in fp16)
