@@ -112,15 +112,16 @@ def test_fp8_accumulation_rules(gcc):
     problems, _ = gcc.check_accumulation(
         [_row(target=90, fp8_mma=True, imprecise_acc=2**30, **fp8)], 32)
     assert len(problems) == 1 and "maxNumImpreciseAcc 1073741824" in problems[0]
-    problems, _ = gcc.check_accumulation([_row(target=89, fp8_mma=True, imprecise_acc=0, **fp8)], 32)
+    ada = _row(target=89, fp8_mma=True, imprecise_acc=0, **fp8)
+    problems, _ = gcc.check_accumulation([ada], 32)
     assert len(problems) == 1 and "sm_89" in problems[0]
     # fp16 operands on sm_89 (the e4m3 values are exact in fp16) pass; fp16 cases are not fp8's.
     assert gcc.check_accumulation([_row(target=89, fp8_mma=False, **fp8)], 32)[0] == []
     assert gcc.check_accumulation([_row(target=90, fp8_mma=False)], 32) == ([], {})
     # A plan that compiled no fp8 kernel for a target it checks fails instead of passing silently.
-    assert any("no fp8 distance kernel compiled for sm_89" in p
-               for p in gcc.check([_row(target=90, fp8_mma=True, imprecise_acc=32, **fp8)], [], [90],
-                                  fp8_targets=[89, 90]))
+    hopper = _row(target=90, fp8_mma=True, imprecise_acc=32, **fp8)
+    problems = gcc.check([hopper], [], [90], fp8_targets=[89, 90])
+    assert any("no fp8 distance kernel compiled for sm_89" in p for p in problems)
 
 
 def test_accumulation_read_from_the_compiled_ir(gcc):
