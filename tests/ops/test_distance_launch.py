@@ -167,3 +167,30 @@ def test_fp8_tiles_leave_room_for_two_accumulators():
 
     assert kept and all(accumulators(c) <= 64 for c in kept)
     assert any(accumulators(c) > 64 for c in fp16)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_cuda_batch_beyond_the_grid_limit(gen):
+    x, y = torch.randn(70001, 2, 8, generator=gen), torch.randn(1, 3, 8, generator=gen)
+    got = torch.ops.immiscible.pairwise_distance(x.cuda(), y.cuda(), "l2", "fp16")
+    want = reference.pairwise_distance(x, y, "l2", "fp16")
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+@cuda
+def test_cuda_graph_capture_of_an_untuned_shape(gen):
+    # A bucket never tuned before: the capture must launch a config without benchmarking.
+    x = torch.randn(777, 96, generator=gen).cuda()
+    y = torch.randn(1555, 96, generator=gen).cuda()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph):
+        out = torch.ops.immiscible.pairwise_distance(x, y, "sqeuclidean", "fp16")
+    graph.replay()
+    torch.cuda.synchronize()
+    want = reference.pairwise_distance(x.cpu(), y.cpu(), "sqeuclidean", "fp16")
+    torch.testing.assert_close(out.cpu(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
