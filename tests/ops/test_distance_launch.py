@@ -181,10 +181,17 @@ def test_cuda_batch_beyond_the_grid_limit(gen):
 
 
 @cuda
-def test_cuda_graph_capture_of_an_untuned_shape(gen):
-    # A bucket never tuned before: the capture must launch a config without benchmarking.
+def test_cuda_graph_capture_of_an_untuned_shape(gen, monkeypatch):
+    # A bucket never tuned: the capture launches the fallback config without benchmarking. Its
+    # compile happens in a warm-up call outside the capture (as torch.compile's CUDA graphs warm
+    # up), made to take the same path.
+    monkeypatch.setattr(td, "_TUNED", {})
     x = torch.randn(777, 96, generator=gen).cuda()
     y = torch.randn(1555, 96, generator=gen).cuda()
+    with monkeypatch.context() as m:
+        m.setattr(td, "_capturing", lambda: True)
+        torch.ops.immiscible.pairwise_distance(x, y, "sqeuclidean", "fp16")
+    assert not td._TUNED
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     graph = torch.cuda.CUDAGraph()
@@ -192,5 +199,6 @@ def test_cuda_graph_capture_of_an_untuned_shape(gen):
         out = torch.ops.immiscible.pairwise_distance(x, y, "sqeuclidean", "fp16")
     graph.replay()
     torch.cuda.synchronize()
+    assert not td._TUNED  # nothing was benchmarked
     want = reference.pairwise_distance(x.cpu(), y.cpu(), "sqeuclidean", "fp16")
     torch.testing.assert_close(out.cpu(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
