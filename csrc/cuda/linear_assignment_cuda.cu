@@ -40,7 +40,7 @@ using torch::stable::Tensor;
   } while (0)
 
 // __launch_bounds__(512) lets ptxas hold both kernels at 64 registers (two 512-thread blocks per SM)
-// and spill (sm_90 grid kernel: 220 bytes of spill stores); (512, 1) gives them up to 128
+// and spill (sm_90 grid kernel: 224 bytes of spill stores); (512, 1) gives them up to 128
 // registers and no spill, at one resident block per SM (half the grid in grid mode). Which wins
 // is a GPU measurement (benchmarks/gpu_round.sh, stage "bounds"); setup.py builds the second with
 // IMMISCIBLE_CUDA_MIN_BLOCKS=1. Figures per target: docs/GPU.md "Resources".
