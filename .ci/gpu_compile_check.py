@@ -139,7 +139,7 @@ def _expand(kernel, args, kwargs):
     from triton.runtime.autotuner import Autotuner, Heuristics
     from triton.runtime.jit import JITFunction
     if isinstance(kernel, Autotuner):
-        nargs = dict(zip(kernel.arg_names, args))
+        nargs = dict(zip(kernel.arg_names, args, strict=False))  # trailing defaults may be absent
         configs = kernel.configs
         if kernel.early_config_prune:
             configs = kernel.early_config_prune(kernel.configs, nargs, **kwargs)
@@ -151,7 +151,7 @@ def _expand(kernel, args, kwargs):
     if isinstance(kernel, Heuristics):
         kw = dict(kwargs)
         for name, heur in kernel.values.items():
-            kw[name] = heur({**dict(zip(kernel.arg_names, args)), **kw})
+            kw[name] = heur({**dict(zip(kernel.arg_names, args, strict=False)), **kw})
         return _expand(kernel.fn, args, kw)
     assert isinstance(kernel, JITFunction), kernel
     return [(kernel, kwargs, None)]
@@ -188,13 +188,15 @@ def collect_triton(plan):
     """Every distinct Triton compile job of the plan: dicts with kernel, config, target, case."""
     import torch
     from triton.backends.compiler import GPUTarget
-    from immiscible_ops import triton_distance as td, triton_knn as knn
+
+    from immiscible_ops import triton_distance as td
+    from immiscible_ops import triton_knn as knn
 
     jobs, seen = [], {}
     for cap in sorted({*plan["targets"], *plan.get("accumulation", {})}):
         target = GPUTarget("cuda", cap, 32)
 
-        def record(kernel, grid, args, kwargs, case, only=None):
+        def record(kernel, grid, args, kwargs, case, only=None, target=target, cap=cap):
             for fn, kw, cfg in _expand(kernel, args, kwargs):
                 label = cfg or _fixed_label(fn.__name__, kw)
                 if only and not re.search(only, f"{fn.__name__} {label}"):
@@ -229,7 +231,7 @@ def collect_triton(plan):
                 case = f"knn k={k} {dtype} D={d}"
 
                 class Recorder:
-                    def __getitem__(self, grid, case=case):
+                    def __getitem__(self, grid, case=case, real=real):
                         return lambda *a, **kw: record(real, grid, a, kw, case)
 
                 knn._knn_noise_kernel = Recorder()
@@ -269,11 +271,11 @@ def _parse_ptxas(log):
 def compile_job(job):
     """Worker: compile one job, return its resource figures (or the error)."""
     import importlib
+
     import triton
     from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-
     from triton.runtime.jit import JITFunction
 
     module, name = job["fn"]

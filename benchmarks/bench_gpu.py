@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         x, noise = workload(b, d, device, args.seed + b)
         reps = max(3, repeats // 4) if b >= 16384 else repeats
         row = run("assign fp16 (immiscible_ops)", f"B={b} D={d}",
-                  lambda: immiscible_ops.assign(x, noise, validate=False), reps)
+                  lambda x=x, noise=noise: immiscible_ops.assign(x, noise, validate=False), reps)
         if row and args.check and b <= 4096:
             cost = immiscible_ops.pairwise_distance(x, noise, precision="fp16")
             row["excess"] = excess(cost, immiscible_ops.assign(x, noise))
@@ -128,9 +128,9 @@ def main(argv=None) -> int:
             x, noise = workload(b, d, device, args.seed + b)
             cost = immiscible_ops.pairwise_distance(x, noise, precision="fp16")
             run("torch-linear-assignment", f"B={b} (solve only)",
-                lambda: batch_linear_assignment(cost.unsqueeze(0)), max(3, repeats // 4))
+                lambda cost=cost: batch_linear_assignment(cost.unsqueeze(0)), max(3, repeats // 4))
             run("linear_assignment (immiscible_ops)", f"B={b} (solve only)",
-                lambda: immiscible_ops.linear_assignment(cost, validate=False))
+                lambda cost=cost: immiscible_ops.linear_assignment(cost, validate=False))
         run("torch-linear-assignment", f"{p} x {n}x{n}",
             lambda: batch_linear_assignment(batch), max(3, repeats // 4))
     except ImportError:
@@ -153,7 +153,8 @@ def main(argv=None) -> int:
 
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine()),
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else (platform.processor() or platform.machine())),
         "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "command": " ".join(sys.argv), "seed": args.seed, "warmup": args.warmup,
     }

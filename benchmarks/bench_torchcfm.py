@@ -30,9 +30,9 @@ from immiscible_ops.integrations.torchcfm import OTPlanSampler as Ours
 
 
 def peers(m: np.ndarray) -> str:
-    from scipy.optimize import linear_sum_assignment
-
     import time
+
+    from scipy.optimize import linear_sum_assignment
     out = []
     for name, fn in (("scipy", lambda: linear_sum_assignment(m)),
                      ("lap.lapjv", lambda: __import__("lap").lapjv(m.astype(np.float64))),
@@ -98,16 +98,14 @@ def main():
                 same = torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
                 # Each contender's calls back to back (warm caches and threads, as in a training
                 # loop), median of the repeats.
-                med = {
-                    "solve_pot": statistics.median(time_ms(lambda: ot.emd(ot.unif(b), ot.unif(b), m),
-                                                           args.repeats)),
-                    "solve_ours": statistics.median(time_ms(
-                        lambda: linear_assignment(torch.from_numpy(m)), args.repeats)),
-                    "plan_pot": statistics.median(time_ms(lambda: theirs.sample_plan(x0, x1),
-                                                          args.repeats)),
-                    "plan_ours": statistics.median(time_ms(lambda: ours.sample_plan(x0, x1),
-                                                           args.repeats)),
+                calls = {
+                    "solve_pot": lambda b=b, m=m: ot.emd(ot.unif(b), ot.unif(b), m),
+                    "solve_ours": lambda m=m: linear_assignment(torch.from_numpy(m)),
+                    "plan_pot": lambda x0=x0, x1=x1: theirs.sample_plan(x0, x1),
+                    "plan_ours": lambda x0=x0, x1=x1: ours.sample_plan(x0, x1),
                 }
+                med = {name: statistics.median(time_ms(call, args.repeats))
+                       for name, call in calls.items()}
             pot_excess /= optimum
             our_excess /= optimum
             if args.peers:

@@ -11,7 +11,7 @@ accumulator and keeps 14 significant bits of the result, truncated. Two ways of 
 
 The model is not the hardware (its rounding inside one instruction is not documented); it bounds
 what the truncation can do. Reported: the share of distances outside the CUDA test's tolerance
-(tests/test_triton_distance.py, fp8: rtol 3e-5, atol 3e-5 * max distance) and the largest
+(tests/ops/test_triton_distance.py, fp8: rtol 3e-5, atol 3e-5 * max distance) and the largest
 relative error against the exact fp32 result of the same rounded inputs.
 
     python benchmarks/fp8_accumulation_model.py                   # the test's 129x130, D=4096

@@ -107,9 +107,9 @@ if want test; then
     if [[ "$PROFILE" == full ]]; then
       selection=(tests)
     else
-      # The files with CUDA tests; -k cuda keeps their CUDA tests (and the few CPU ones so named).
-      selection=(tests/test_cuda_solver.py tests/test_triton_distance.py tests/test_knn.py
-                 tests/test_ops.py tests/ops -k cuda)
+      # The operators' tests; -k cuda keeps the CUDA ones (and the few CPU ones so named): the
+      # solver, distance, knn, opcheck of every op on CUDA.
+      selection=(tests/ops -k cuda)
     fi
     timeout "$limit" "$PY" -m pytest -q -rs -p no:cacheprovider "${selection[@]}" \
       >"$OUT/pytest.log" 2>&1

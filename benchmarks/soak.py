@@ -98,7 +98,7 @@ def plot(runs: dict, path: Path):
             axes[0].plot(calls, [s["rss_mb"] - r["samples"][0]["rss_mb"] for s in r["samples"]], label=tag)
             axes[1].plot(calls, [s["heap_mb"] - r["samples"][0]["heap_mb"] for s in r["samples"]], label=tag)
             axes[2].plot(calls, [s["us_per_call"] for s in r["samples"]], label=tag)
-    for ax, title in zip(axes, ["RSS growth (MB)", "malloc'd bytes growth (MB)", "time per call (us)"]):
+    for ax, title in zip(axes, ["RSS growth (MB)", "malloc'd bytes growth (MB)", "time per call (us)"], strict=True):
         ax.set_title(title)
         ax.set_xlabel("call")
         ax.grid(alpha=0.3)

@@ -11,7 +11,7 @@ import json
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ def contenders() -> Dict[str, Callable[[np.ndarray], np.ndarray]]:
 
 
 def time_ms(fn: Callable[[], object], repeats: int, warmup: int = 1,
-            device: torch.device = torch.device("cpu")) -> List[float]:
+            device: Union[str, torch.device] = "cpu") -> List[float]:
     """Milliseconds of each of `repeats` calls of fn() after `warmup` calls (first-call
     allocations and lazy imports stay out of the numbers); CUDA events on a GPU device."""
     for _ in range(warmup):
@@ -99,7 +99,7 @@ def run_case(batch: int, dim, repeats: int, skip: Optional[set] = None) -> dict:
             continue
         cols = solve(cost)
         row["total"][name] = float(cost[np.arange(batch), cols].sum())
-        row["seconds"][name] = statistics.median(time_ms(lambda: solve(cost), repeats)) / 1e3
+        row["seconds"][name] = statistics.median(time_ms(lambda solve=solve: solve(cost), repeats)) / 1e3
     return row
 
 
@@ -116,7 +116,7 @@ def run_batched(problems: int, size: int, repeats: int) -> dict:
         else:
             run = lambda solve=solve: [solve(a) for a in arrays]  # noqa: E731
             cols = np.stack(run())
-        row["total"][name] = float(sum(a[np.arange(size), c].sum() for a, c in zip(arrays, cols)))
+        row["total"][name] = float(sum(a[np.arange(size), c].sum() for a, c in zip(arrays, cols, strict=True)))
         row["seconds"][name] = statistics.median(time_ms(run, repeats)) / 1e3
     return row
 
@@ -133,7 +133,8 @@ def format_table(rows: List[dict]) -> str:
         vs_lap = f"{s['lap.lapjv'] / ours:.2f}x" if "lap.lapjv" in s else "-"
         ref = r["total"].get("scipy", r["total"]["immiscible_ops"])
         same = all(abs(t - ref) <= 1e-9 * max(1.0, abs(ref)) for t in r["total"].values())
-        lines.append(f"| {r['batch']} | {r['dim']} | " + " | ".join(cells) + f" | {vs_scipy} | {vs_lap} | {'yes' if same else 'NO'} |")
+        lines.append(f"| {r['batch']} | {r['dim']} | " + " | ".join(cells)
+                     + f" | {vs_scipy} | {vs_lap} | {'yes' if same else 'NO'} |")
     return "\n".join(lines)
 
 

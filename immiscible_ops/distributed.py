@@ -186,7 +186,7 @@ def immiscible_noise_global(x: torch.Tensor, *, group=None, method: str = "assig
         padded[:b] = groups.to(torch.int64)
         labels = [torch.empty_like(padded) for _ in range(world)]
         dist.all_gather(labels, padded, group=group)
-        labels = torch.cat([lab[:n] for lab, n in zip(labels, sizes)])
+        labels = torch.cat([lab[:n] for lab, n in zip(labels, sizes, strict=True)])
         allowed = group_mask(labels, pool_size)[offset:offset + b]
         rows[:b].masked_fill_(~allowed, float("inf"))
 
@@ -197,7 +197,7 @@ def immiscible_noise_global(x: torch.Tensor, *, group=None, method: str = "assig
     perm = torch.zeros(total + 1, dtype=torch.int64, device=device)
     message = [None]
     if rank == 0:
-        cost = torch.cat([r[:n] for r, n in zip(gathered, sizes)]).float()
+        cost = torch.cat([r[:n] for r, n in zip(gathered, sizes, strict=True)]).float()
         try:
             perm[1:] = linear_assignment(cost, solver=assign_kwargs.get("solver", "auto"),
                                          tol=assign_kwargs.get("tol"),

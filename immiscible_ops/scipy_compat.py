@@ -24,9 +24,8 @@ CUDA tensors use the CUDA solver under solver="auto" (the auction: within 1e-6 o
 exact on integer costs; `immiscible_ops.linear_assignment` documents it).
 """
 
-from typing import Tuple, Union
-
 import warnings
+from typing import Tuple, Union
 
 import numpy as np
 import torch

@@ -341,7 +341,7 @@ _TUNED: dict = {}
 
 
 def _tuning_key(kernel, args, kwargs):
-    named = dict(zip(kernel.arg_names, args))
+    named = dict(zip(kernel.arg_names, args, strict=False))  # constexprs come as kwargs
     dtypes = tuple(str(a.dtype) for a in args if isinstance(a, torch.Tensor))
     device = args[0].device.index if args[0].device.type == "cuda" else -1
     return (kernel.base_fn.__name__, device, _size_bucket(named["N"]), _size_bucket(named["M"]),
@@ -361,7 +361,8 @@ def _launch(kernel, grid, args, kwargs):
             return
         # No benchmark can run inside a capture: the smallest tile the pruning keeps fits every
         # GPU and every size; tune the bucket before capturing to get the tuned tile in the graph.
-        config = _prune(kernel.configs, dict(zip(kernel.arg_names, args)), **kwargs)[-1]
+        named = dict(zip(kernel.arg_names, args, strict=False))
+        config = _prune(kernel.configs, named, **kwargs)[-1]
     kernel.fn[grid](*args, **kwargs, **config.all_kwargs())
 
 

@@ -1,6 +1,6 @@
 // Launch decisions of the CUDA auction as pure functions: the CUDA launcher
 // (linear_assignment_cuda.cu) calls them, and the host emulation module exports them so Python
-// tests can check them (tests/test_cuda_launch_config.py). No CUDA header needed.
+// tests can check them (tests/ops/test_cuda_launch_config.py). No CUDA header needed.
 #pragma once
 
 #include <cstddef>

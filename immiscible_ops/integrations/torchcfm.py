@@ -126,7 +126,7 @@ class OTPlanSampler:
 
     def _uniform(self, n0: int, n1: int) -> np.ndarray:
         if self.warn:
-            warnings.warn("Numerical errors in OT plan, reverting to uniform plan.")
+            warnings.warn("Numerical errors in OT plan, reverting to uniform plan.", stacklevel=2)
         return np.ones((n0, n1)) / (n0 * n1)
 
     # -----------------------------------------------------------------------------------------

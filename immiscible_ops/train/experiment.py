@@ -53,8 +53,9 @@ def run_configs(a) -> list:
         base.update(SCALES[a.scale][kind])
         base.update(OBJECTIVE_SCALES[a.scale].get(objective, {}).get(kind, {}))
         base["sample_steps"] = tuple(a.sample_steps)
-        widths = tuple(int(w) for w in a.unet_widths.split(",")) if a.unet_widths else base.pop("unet_widths", (32, 64))
-        base.pop("unet_widths", None)
+        # Taken out of base either way: widths reaches Config once, as its own keyword.
+        scale_widths = base.pop("unet_widths", (32, 64))
+        widths = tuple(int(w) for w in a.unet_widths.split(",")) if a.unet_widths else scale_widths
         if a.image_steps and not points:
             base["steps"] = a.image_steps
         if a.points_steps and points:

@@ -111,7 +111,7 @@ def feature_extractor(train, *, cache_dir: Optional[Path] = None, epochs: int = 
     images, labels = train.x.to(device), labels.to(device)
     opt = torch.optim.Adam(net.parameters(), 2e-3)
     n, batch = train.x.shape[0], 128
-    for epoch in range(epochs):
+    for _ in range(epochs):
         perm = torch.randperm(n, generator=g)
         for i in range(0, n, batch):
             idx = perm[i:i + batch].to(device)

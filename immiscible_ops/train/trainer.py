@@ -314,7 +314,7 @@ def _ema_update(ema, model, decay):
         e = list(ema.parameters())
         p = list(model.parameters())
         torch._foreach_lerp_(e, p, 1.0 - decay)
-        for eb, mb in zip(ema.buffers(), model.buffers()):
+        for eb, mb in zip(ema.buffers(), model.buffers(), strict=True):
             eb.copy_(mb)
 
 
@@ -361,28 +361,151 @@ def train(cfg: Config) -> dict:
         ctx.close()
 
 
+def _noise_function(cfg: Config, ctx: Dist):
+    """immiscible_noise, or its global form when one assignment spans all ranks."""
+    if cfg.assignment_scope != "global" or ctx.world == 1:
+        return immiscible_noise
+    try:
+        from immiscible_ops.distributed import GLOBAL_METHODS, immiscible_noise_global
+    except ImportError as e:
+        raise ValueError("assignment_scope global needs immiscible_ops.distributed, which this "
+                         "installation lacks; use rank") from e
+    if cfg.coupling not in GLOBAL_METHODS:
+        raise ValueError(f"assignment_scope: global needs a coupling among "
+                         f"{', '.join(GLOBAL_METHODS)}, got {cfg.coupling!r} (it has no "
+                         "cross-image coupling; use rank)")
+    return immiscible_noise_global
+
+
+def _load_checkpoint(cfg: Config, out: Path):
+    """(checkpoint dict, its path), or (None, None) for a fresh run."""
+    if not cfg.resume:
+        return None, None
+    path = out / "checkpoint.pt" if cfg.resume == "auto" else Path(cfg.resume)
+    if not path.exists():
+        raise FileNotFoundError(f"resume: no checkpoint at {path.resolve()}")
+    return torch.load(path, map_location="cpu", weights_only=False), path
+
+
+@dataclass
+class _State:
+    """What a checkpoint holds besides the configuration: weights, optimizer, noise generator."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator
+    step: int = 0
+
+
+def _build_state(cfg: Config, ctx: Dist, train_set: data_mod.Dataset, num_classes: int,
+                 ckpt: Optional[dict]) -> _State:
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = models.build_model(train_set.kind, tuple(train_set.x.shape[1:]), num_classes,
+                               unet_widths=tuple(cfg.unet_widths),
+                               layers_per_block=cfg.layers_per_block,
+                               mlp_hidden=cfg.mlp_hidden, mlp_depth=cfg.mlp_depth).to(ctx.device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
+    gen = torch.Generator(ctx.device).manual_seed(cfg.seed * 7919 + 104729 * (ctx.rank + 1))
+    state = _State(model, ema, opt, sched, gen)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["lr_schedule"])
+        gen.set_state(ckpt["rng"]["noise"][ctx.rank])
+        torch.set_rng_state(ckpt["rng"]["torch_cpu"])
+        state.step = ckpt["step"]
+    return state
+
+
+def _save_checkpoint(state: _State, cfg: Config, ctx: Dist, out: Path, fingerprint: str,
+                     objective) -> None:
+    """Collective (every rank's noise generator state is gathered); rank 0 writes."""
+    states = ctx.gather(state.gen.get_state())
+    if not ctx.main:
+        return
+    blob = {"model": state.model.state_dict(), "ema": state.ema.state_dict(),
+            "optimizer": state.opt.state_dict(), "lr_schedule": state.sched.state_dict(),
+            "step": state.step, "config": cfg.training_dict(), "full_config": cfg.to_dict(),
+            "world_size": ctx.world, "data_fingerprint": fingerprint,
+            "objective": objective.state(),
+            "rng": {"noise": states, "torch_cpu": torch.get_rng_state()}}
+    tmp = out / "checkpoint.pt.tmp"
+    torch.save(blob, tmp)
+    os.replace(tmp, out / "checkpoint.pt")  # a kill mid-write leaves the last good checkpoint
+
+
+def _evaluate(evaluator: Evaluator, logger: Logger, state: _State, objective, out: Path,
+              kind: str) -> dict:
+    scores, samples = evaluator(state.ema, objective)
+    logger.log({"type": "eval", "step": state.step, **scores})
+    save_samples(out / "samples" / f"step_{state.step:06d}.png", samples, kind,
+                 evaluator.real if kind == "points" else None)
+    return scores
+
+
+def _progress_bar(cfg: Config, ctx: Dist, step: int):
+    if not (ctx.main and cfg.progress):
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=cfg.steps, initial=step, desc=f"{cfg.objective} {cfg.coupling}",
+                dynamic_ncols=True)
+
+
+def _optimizer_step(state: _State, net, objective, cfg: Config, x0, noise, y) -> float:
+    """One loss, backward, clipped update and EMA update; returns the loss (a GPU sync point)."""
+    loss = objective.loss(net, x0, noise, y, state.gen, step=state.step)
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    state.opt.step()
+    state.sched.step()
+    _ema_update(state.ema, state.model, min(cfg.ema_decay, (1 + state.step) / (10 + state.step)))
+    state.step += 1
+    return loss.item()
+
+
+class _Timings:
+    """Step and noise times: a window of log_every steps for the progress bar, and run totals."""
+
+    def __init__(self):
+        self.totals = {"step_s": 0.0, "noise_s": 0.0, "n": 0}
+        self.reset_window()
+
+    def reset_window(self):
+        self.window = {"loss": 0.0, "step_s": 0.0, "noise_s": 0.0, "n": 0}
+
+    def add(self, step_s: float, noise_s: float, loss: float):
+        for acc in (self.window, self.totals):
+            acc["step_s"] += step_s
+            acc["noise_s"] += noise_s
+            acc["n"] += 1
+        self.window["loss"] += loss
+
+    def postfix(self, batch_size: int) -> dict:
+        w, n = self.window, self.window["n"]
+        return {"loss": f"{w['loss'] / n:.4f}", "img_s": f"{batch_size * n / w['step_s']:.0f}",
+                "noise_ms": f"{w['noise_s'] / n * 1e3:.2f}"}
+
+    def mean_ms(self, key: str) -> float:
+        return self.totals[key] / max(1, self.totals["n"]) * 1e3
+
+
 def _train(cfg: Config, ctx: Dist) -> dict:
-    noise_fn = immiscible_noise
-    if cfg.assignment_scope == "global" and ctx.world > 1:
-        try:
-            from immiscible_ops.distributed import GLOBAL_METHODS, immiscible_noise_global
-        except ImportError as e:
-            raise ValueError("assignment_scope global needs immiscible_ops.distributed, which this "
-                             "installation lacks; use rank") from e
-        if cfg.coupling not in GLOBAL_METHODS:
-            raise ValueError(f"assignment_scope: global needs a coupling among {', '.join(GLOBAL_METHODS)}, "
-                             f"got {cfg.coupling!r} (it has no cross-image coupling; use rank)")
-        noise_fn = immiscible_noise_global
+    noise_fn = _noise_function(cfg, ctx)
     device = ctx.device
     out = Path(cfg.out)
     say = (lambda msg: print(msg, flush=True)) if ctx.main else (lambda msg: None)
-
-    ckpt, resume_path = None, None
-    if cfg.resume:
-        resume_path = out / "checkpoint.pt" if cfg.resume == "auto" else Path(cfg.resume)
-        if not resume_path.exists():
-            raise FileNotFoundError(f"resume: no checkpoint at {resume_path.resolve()}")
-        ckpt = torch.load(resume_path, map_location="cpu", weights_only=False)
+    ckpt, resume_path = _load_checkpoint(cfg, out)
 
     train_set, test_set = _load_data(cfg)
     fingerprint = train_set.fingerprint()
@@ -402,30 +525,15 @@ def _train(cfg: Config, ctx: Dist) -> dict:
     y_all = train_set.labels.to(device) if use_labels else None
     num_classes = train_set.num_classes if use_labels else 0
 
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = models.build_model(train_set.kind, tuple(train_set.x.shape[1:]), num_classes,
-                               unet_widths=tuple(cfg.unet_widths), layers_per_block=cfg.layers_per_block,
-                               mlp_hidden=cfg.mlp_hidden, mlp_depth=cfg.mlp_depth).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
-    gen = torch.Generator(device).manual_seed(cfg.seed * 7919 + 104729 * (ctx.rank + 1))
-    step = 0
+    state = _build_state(cfg, ctx, train_set, num_classes, ckpt)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["lr_schedule"])
-        gen.set_state(ckpt["rng"]["noise"][ctx.rank])
-        torch.set_rng_state(ckpt["rng"]["torch_cpu"])
-        step = ckpt["step"]
-        say(f"resumed from {resume_path} at step {step}")
-    net = model
+        say(f"resumed from {resume_path} at step {state.step}")
+    net = state.model
     if ctx.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            state.model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    logger = Logger(out, step if ckpt is not None else None) if ctx.main else None
+    logger = Logger(out, state.step if ckpt is not None else None) if ctx.main else None
     evaluator = Evaluator(cfg, train_set, test_set, device, say) if ctx.main else None
     if ctx.main and ckpt is None:
         logger.log({"type": "reference", "step": 0, **evaluator.reference,
@@ -433,94 +541,49 @@ def _train(cfg: Config, ctx: Dist) -> dict:
                     "world_size": ctx.world})
     kw = noise_kwargs(cfg)
     per_rank = cfg.batch_size // ctx.world
-    n_train = x_all.shape[0]
-
-    def checkpoint():
-        states = ctx.gather(gen.get_state())
-        if not ctx.main:
-            return
-        blob = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                "lr_schedule": sched.state_dict(), "step": step, "config": cfg.training_dict(),
-                "full_config": cfg.to_dict(), "world_size": ctx.world, "data_fingerprint": fingerprint,
-                "objective": objective.state(),
-                "rng": {"noise": states, "torch_cpu": torch.get_rng_state()}}
-        tmp = out / "checkpoint.pt.tmp"
-        torch.save(blob, tmp)
-        os.replace(tmp, out / "checkpoint.pt")  # a kill mid-write leaves the last good checkpoint
-
-    def evaluate():
-        scores, samples = evaluator(ema, objective)
-        logger.log({"type": "eval", "step": step, **scores})
-        save_samples(out / "samples" / f"step_{step:06d}.png", samples, train_set.kind,
-                     evaluator.real if train_set.kind == "points" else None)
-        return scores
-
-    bar = None
-    if ctx.main and cfg.progress:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.objective} {cfg.coupling}", dynamic_ncols=True)
-        except ImportError:
-            bar = None
-    model.train()
-    window = {"loss": 0.0, "step_s": 0.0, "noise_s": 0.0, "n": 0}
-    totals = {"step_s": 0.0, "noise_s": 0.0, "n": 0}
+    bar = _progress_bar(cfg, ctx, state.step)
+    state.model.train()
+    timings = _Timings()
     last_scores = None
-    while step < cfg.steps:
+    while state.step < cfg.steps:
         t0 = time.perf_counter()
-        idx = batch_indices(step, cfg.batch_size, n_train, cfg.seed)
+        idx = batch_indices(state.step, cfg.batch_size, x_all.shape[0], cfg.seed)
         idx = idx[ctx.rank * per_rank:(ctx.rank + 1) * per_rank].to(device)
         x0 = x_all[idx]
         y = y_all[idx] if use_labels else None
         _sync(device)
         tn = time.perf_counter()
-        noise = noise_fn(x0, method=cfg.coupling, generator=gen,
-                                 groups=y if (use_labels and cfg.coupling in GROUPED) else None, **kw)
+        noise = noise_fn(x0, method=cfg.coupling, generator=state.gen,
+                         groups=y if (use_labels and cfg.coupling in GROUPED) else None, **kw)
         _sync(device)
         noise_s = time.perf_counter() - tn
-        loss = objective.loss(net, x0, noise, y, gen, step=step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        _ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        step += 1
-        loss_value = loss.item()  # also the step's sync point on a GPU
+        loss_value = _optimizer_step(state, net, objective, cfg, x0, noise, y)
         step_s = time.perf_counter() - t0
-        for acc in (window, totals):
-            acc["step_s"] += step_s
-            acc["noise_s"] += noise_s
-            acc["n"] += 1
-        window["loss"] += loss_value
+        timings.add(step_s, noise_s, loss_value)
+        step = state.step
         if ctx.main:
             # Every step's loss goes to the log: resume tests compare them one by one.
-            logger.log({"type": "train", "step": step, "loss": loss_value, "lr": sched.get_last_lr()[0],
-                        "step_ms": step_s * 1e3, "noise_ms": noise_s * 1e3,
-                        "images_per_s": cfg.batch_size / step_s})
+            logger.log({"type": "train", "step": step, "loss": loss_value,
+                        "lr": state.sched.get_last_lr()[0], "step_ms": step_s * 1e3,
+                        "noise_ms": noise_s * 1e3, "images_per_s": cfg.batch_size / step_s})
             if bar is not None:
                 bar.update(1)
                 if step % cfg.log_every == 0:
-                    n = window["n"]
-                    bar.set_postfix(loss=f"{window['loss'] / n:.4f}",
-                                    img_s=f"{cfg.batch_size * n / window['step_s']:.0f}",
-                                    noise_ms=f"{window['noise_s'] / n * 1e3:.2f}")
+                    bar.set_postfix(**timings.postfix(cfg.batch_size))
         if step % cfg.log_every == 0:
-            window = {"loss": 0.0, "step_s": 0.0, "noise_s": 0.0, "n": 0}
+            timings.reset_window()
         if ctx.main and (step % cfg.eval_every == 0 or step == cfg.steps):
-            last_scores = evaluate()
+            last_scores = _evaluate(evaluator, logger, state, objective, out, train_set.kind)
             if bar is not None:
-                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_scores.items()))
+                bar.write(f"step {step}: "
+                          + ", ".join(f"{k} {v:.4g}" for k, v in last_scores.items()))
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            checkpoint()
+            _save_checkpoint(state, cfg, ctx, out, fingerprint, objective)
     if bar is not None:
         bar.close()
     ctx.barrier()
-    summary = {"step": step, "final": last_scores,
-               "step_ms": totals["step_s"] / max(1, totals["n"]) * 1e3,
-               "noise_ms": totals["noise_s"] / max(1, totals["n"]) * 1e3,
+    summary = {"step": state.step, "final": last_scores,
+               "step_ms": timings.mean_ms("step_s"), "noise_ms": timings.mean_ms("noise_s"),
                "reference": evaluator.reference if evaluator else None}
     if ctx.main:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -248,7 +248,8 @@ def compile(fn, sig, const, warps):
                           options={"num_warps": warps, "num_stages": 3}).asm["ptx"]
 
 compile(td._prepare_jit, {"src": "*fp32", "dst": "*fp8e4nv", "scale_out": "*fp32", "norm_out": "*fp32",
-        "D": "i32", "D_OUT": "i32", "stride_r": "i32", "stride_d": "i32"}, {"BLOCK_D": 1024, "QUANT": 3, "WRITE": True}, 4)
+        "D": "i32", "D_OUT": "i32", "stride_r": "i32", "stride_d": "i32"},
+        {"BLOCK_D": 1024, "QUANT": 3, "WRITE": True}, 4)
 ints = {n: "i32" for n in "N M D sxb sxn sxd syb sym syd snxb snyb sob son som".split()}
 for ptr, dot, bk in (("*fp16", tl.float16, 64), ("*fp8e4nv", tl.float8e4nv, 128)):
     ptx = compile(td._sqdist_jit, {"x": ptr, "y": ptr, "nx": "*fp32", "ny": "*fp32", "sx": "*fp32",

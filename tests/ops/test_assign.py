@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import scipy_optimum
 
 import immiscible_ops as io
-from conftest import scipy_optimum
 from immiscible_ops.reference import assignment_cost
 
 

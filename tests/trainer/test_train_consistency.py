@@ -16,10 +16,11 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("sklearn")
 
+from conftest import assert_resumed_identically, tiny_train_config  # noqa: E402
+
 from immiscible_ops.train import cli, models, objectives, trainer  # noqa: E402
 from immiscible_ops.train.objectives import Consistency, ict_curriculum, karras_sigmas  # noqa: E402
 from immiscible_ops.train.trainer import train  # noqa: E402
-from conftest import assert_resumed_identically, tiny_train_config  # noqa: E402
 
 
 def tiny(tmp_path, name="run", **kw):
@@ -232,7 +233,7 @@ def test_sample_sigmas():
     assert ct.sample_sigmas(2) == pytest.approx([ct.sigma_max, 0.821 * 2])
     s4 = ct.sample_sigmas(4)
     assert len(s4) == 4 and s4[0] == pytest.approx(ct.sigma_max) and s4[-1] == pytest.approx(0.821 * 2)
-    assert all(a > b for a, b in zip(s4, s4[1:]))
+    assert all(a > b for a, b in zip(s4, s4[1:], strict=False))
     with pytest.raises(ValueError, match="steps"):
         ct.sample_sigmas(0)
 

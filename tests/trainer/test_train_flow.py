@@ -10,9 +10,10 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("sklearn")
 
+from conftest import assert_resumed_identically, tiny_train_config  # noqa: E402
+
 from immiscible_ops.train import cli, objectives  # noqa: E402
 from immiscible_ops.train.trainer import train  # noqa: E402
-from conftest import assert_resumed_identically, tiny_train_config  # noqa: E402
 
 
 def tiny(tmp_path, name="run", **kw):

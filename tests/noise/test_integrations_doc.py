@@ -22,7 +22,7 @@ _BLOCK = re.compile(r"(?:<!-- also run with: torchrun --nproc_per_node (\d+) -->
 
 
 def find_doc():
-    for root in (os.environ.get("IMMISCIBLE_SOURCE_ROOT"), Path(__file__).resolve().parents[1]):
+    for root in (os.environ.get("IMMISCIBLE_SOURCE_ROOT"), Path(__file__).resolve().parents[2]):
         if root and Path(root, "docs", "INTEGRATIONS.md").is_file():
             return Path(root, "docs", "INTEGRATIONS.md")
     return None

@@ -246,7 +246,7 @@ def test_deterministic(group, gen):
     cost = torch.randint(0, 3, (2, 20, 20), generator=gen).float()
     first = auction_on_host(cost, group=group, return_rounds=True)
     second = auction_on_host(cost, group=group, return_rounds=True)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
 
 

@@ -71,6 +71,6 @@ def test_constant_cost_is_still_the_identity():
 def test_batched_point_clouds_optimal():
     costs = np.stack([point_cloud_cost(150, 2, 1.0, seed) for seed in range(6)])
     cols = immiscible_ops.linear_assignment(torch.from_numpy(costs)).numpy()
-    for cost, col in zip(costs, cols):
+    for cost, col in zip(costs, cols, strict=True):
         rows, best = scipy_lsa(cost)
         assert cost[np.arange(150), col].sum() == pytest.approx(cost[rows, best].sum(), rel=1e-12)

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
+from conftest import scipy_optimum
 
 import immiscible_ops as io
-from conftest import scipy_optimum
 
 
 def total(cost, cols):

@@ -123,14 +123,14 @@ def test_fast_sampling_consumes_numpys_state_as_torchcfm():
 def test_replace_semantics(gen):
     s = ours.OTPlanSampler("exact")
     x0, x1 = torch.randn(64, 4, generator=gen), torch.randn(64, 4, generator=gen)
-    pairs = {(int(a), int(b)) for a, b in zip(*np.nonzero(s.get_map(x0, x1)))}
+    pairs = {(int(a), int(b)) for a, b in zip(*np.nonzero(s.get_map(x0, x1)), strict=True)}
     y0 = torch.arange(64)
     a, b, ya, yb = s.sample_plan_with_labels(x0, x1, y0, y0 + 1000, replace=True)
-    drawn = [(int(i), int(j) - 1000) for i, j in zip(ya, yb)]
+    drawn = [(int(i), int(j) - 1000) for i, j in zip(ya, yb, strict=True)]
     assert set(drawn) <= pairs and len(drawn) == 64  # pairs of the plan, some repeated
     assert torch.equal(a, x0[ya]) and torch.equal(b, x1[yb - 1000])
     a, b, ya, yb = s.sample_plan_with_labels(x0, x1, y0, y0 + 1000, replace=False)
-    assert {(int(i), int(j) - 1000) for i, j in zip(ya, yb)} == pairs  # each pair once
+    assert {(int(i), int(j) - 1000) for i, j in zip(ya, yb, strict=True)} == pairs  # each pair once
     _, _, none0, none1 = s.sample_plan_with_labels(x0, x1)
     assert none0 is None and none1 is None
 
@@ -202,7 +202,7 @@ def test_same_pairs_as_torchcfms_sampler(gen, shape, b):
     want = tcfm_ot.OTPlanSampler(method="exact").sample_plan_with_labels(x0, x1, y0, y1)
     np.random.seed(3)
     got = ours.OTPlanSampler(method="exact").sample_plan_with_labels(x0, x1, y0, y1)
-    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
 
 
 def test_same_trajectory_as_torchcfm(gen):
@@ -250,7 +250,7 @@ def test_exact_ot_flow_matcher(gen, sigma, shape):
     seeded(TEST_SEED)
     want = cfm.ExactOptimalTransportConditionalFlowMatcher(sigma=sigma).sample_location_and_conditional_flow(
         x0, x1, return_noise=True)
-    assert [torch.equal(g, w) for g, w in zip((t, xt, ut, eps), want)] == [True] * 4
+    assert [torch.equal(g, w) for g, w in zip((t, xt, ut, eps), want, strict=True)] == [True] * 4
 
 
 def test_guided_and_one_line_swap(gen):
@@ -265,7 +265,7 @@ def test_guided_and_one_line_swap(gen):
         got = fm.guided_sample_location_and_conditional_flow(x0, x1, y0, y1, return_noise=True)
         seeded(5)
         want = theirs.guided_sample_location_and_conditional_flow(x0, x1, y0, y1, return_noise=True)
-        assert all(torch.equal(g, w) for g, w in zip(got, want))
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
 
 
 @pytest.mark.parametrize("ot_method", ["exact", "sinkhorn"])
@@ -279,7 +279,7 @@ def test_schrodinger_bridge(gen, ot_method):
     seeded(2)
     want = cfm.SchrodingerBridgeConditionalFlowMatcher(sigma=1.0, ot_method=ot_method) \
         .sample_location_and_conditional_flow(x0, x1, return_noise=True)
-    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
     with pytest.raises(ValueError):
         ours.SchrodingerBridgeConditionalFlowMatcher(sigma=0.0)
 

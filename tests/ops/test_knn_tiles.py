@@ -7,9 +7,10 @@ in registers, which spilled: docs/GPU.md "Resources"); these check the loop and 
 
 import pytest
 import torch
-
 from conftest import run_knn_interpreted
-from immiscible_ops import knn, reference, triton_knn  # noqa: F401  (names used in subprocess bodies too)
+
+# reference and triton_knn: also named in the subprocess bodies below
+from immiscible_ops import knn, reference, triton_knn  # noqa: F401
 
 pytest.importorskip("triton")
 

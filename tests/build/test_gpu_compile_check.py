@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / ".ci" / "gpu_compile_check.py"
 if not SCRIPT.exists():  # the wheel suite runs a copy of tests/ only; CI runs the check itself
     pytest.skip("a source-tree tool: .ci/gpu_compile_check.py is not here", allow_module_level=True)

@@ -110,5 +110,5 @@ def test_noise_pool_auction_matches_exact_optimum():
         gen = torch.Generator().manual_seed(seed)
         noise = io.immiscible_noise(x, method="pool", generator=gen, solver=solver)
         picked[solver] = float(((x.double() - noise.double()) ** 2).sum())
-    # Same seeded pool for both; the exact pick is scipy-optimal (tests/test_noise.py).
+    # Same seeded pool for both; the exact pick is scipy-optimal (tests/noise/test_noise.py).
     assert picked["auction"] <= picked["exact"] * (1 + 1e-3) + 1e-6

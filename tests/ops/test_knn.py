@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-
 from conftest import run_knn_interpreted
-from immiscible_ops import knn, reference, triton_knn  # noqa: F401  (names used in subprocess bodies too)
+
+# reference and triton_knn: also named in the subprocess bodies below
+from immiscible_ops import knn, reference, triton_knn  # noqa: F401
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

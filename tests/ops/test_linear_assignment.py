@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
+from conftest import assert_valid_assignment, make_cost, scipy_optimum
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import immiscible_ops as io
-from conftest import assert_valid_assignment, make_cost, scipy_optimum
 from immiscible_ops.reference import assignment_cost
 
 KINDS = ["uniform", "integer_ties", "all_equal", "offset", "negative", "l2_highdim", "large_range"]
@@ -190,7 +190,7 @@ def test_portable_loops_match_avx2(solver, tmp_path, gen):
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "costs.pt"), str(tmp_path / "out.pt"),
                     solver], env=env, check=True, timeout=120)
     portable = torch.load(tmp_path / "out.pt")
-    for cost, cols in zip(costs, portable):
+    for cost, cols in zip(costs, portable, strict=True):
         assert torch.equal(cols, io.linear_assignment(cost, solver=solver))
 
 

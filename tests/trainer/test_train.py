@@ -16,11 +16,11 @@ pytest.importorskip("diffusers")
 pytest.importorskip("sklearn")
 pytest.importorskip("PIL")
 
+from conftest import tiny_train_config  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from immiscible_ops.train import cli, compare, data, metrics  # noqa: E402
 from immiscible_ops.train.trainer import train  # noqa: E402
-from conftest import tiny_train_config  # noqa: E402
 
 
 def tiny(tmp_path, name="run", **kw):
