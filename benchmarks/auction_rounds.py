@@ -3,7 +3,7 @@
 "new": the kernel in csrc/cuda/auction.cuh (forward/reverse auction), run through the host
 emulation (immiscible_ops.testing.auction_on_host, block mode, 64 threads), its answer checked
 against scipy. "old": the dummy-row kernel it replaced, through its sequential replica
-csrc/host_emulation/dummy_row_rounds.cpp (round-for-round equal to the emulated old kernel on the
+benchmarks/dummy_row_rounds.cpp (round-for-round equal to the emulated old kernel on the
 shapes it could finish; see docs/PERF.md). Rounds do not depend on the device.
 
     python benchmarks/auction_rounds.py --shapes 64x4096 256x1024 1024x4096
@@ -21,8 +21,6 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from immiscible_ops.testing import auction_on_host
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def workload(kind: str, n: int, m: int, dim: int) -> torch.Tensor:
@@ -49,7 +47,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     replica = work / "dummy_row_rounds"
     subprocess.run(["g++", "-std=c++20", "-O2", "-o", str(replica),
-                    str(ROOT / "csrc/host_emulation/dummy_row_rounds.cpp")], check=True)
+                    str(Path(__file__).resolve().parent / "dummy_row_rounds.cpp")], check=True)
     print("| N x M | costs | new: forward + reverse rounds | new: excess over scipy | "
           "old (dummy rows): rounds | old: excess over scipy | emulation wall (s) |")
     print("|---|---|---|---|---|---|---|")

@@ -1,4 +1,4 @@
-"""CPU auction vs the exact solver on rectangular and tie-heavy costs (issue 11; docs/PERF.md).
+"""CPU auction vs the exact solver on rectangular and tie-heavy costs (docs/PERF.md).
 
 Median of 3 runs in ms, one seed. "pool" is the immiscible noise pool: fp16 distances between
 1024 images (0.5 N(0,1), D=4096) and a pool of 4096 noises. "squared" is the auction on the

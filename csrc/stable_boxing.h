@@ -86,3 +86,8 @@ struct Boxer<R(A...), fn> {
 
 #define IMMISCIBLE_BOX(func) \
   ::immiscible::boxing::Boxer<std::remove_pointer_t<decltype(func)>, (func)>::boxed
+
+// A kernel file that can write IMMISCIBLE_BOX cannot write TORCH_BOX by mistake: the leak above
+// becomes a compile error naming the fix.
+#undef TORCH_BOX
+#define TORCH_BOX(func) TORCH_BOX_leaks_str_arguments_use_IMMISCIBLE_BOX(func)

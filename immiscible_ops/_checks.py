@@ -1,7 +1,16 @@
-"""Input validation shared by the ops and their fake kernels: one place, ValueError, the
-argument named. Shape and dtype checks need no data. Value faults (NaN, -inf, infeasible) are
-found by the solver kernels themselves and come back as a status tensor; reading it
-(`check_status`) is the one step that synchronizes with a GPU, so the ops can switch it off."""
+"""Input validation of every public surface of the package, in one place: ValueError, the
+argument named. Sections below, one per surface: the operators (ops.py, and their fake kernels),
+immiscible_noise (noise.py), the KNN noise functions (knn.py), the global assignment
+(distributed.py), the torchcfm sampler (integrations/torchcfm.py) and auction_on_host
+(testing.py). Two surfaces keep their own checks, for a reason: scipy_compat raises scipy's own
+exceptions and messages (its contract is scipy's), and the trainer's Config.validate checks a
+run's configuration, not a call's arguments.
+
+Shape and dtype checks need no data. Value faults (NaN, -inf, infeasible) are found by the
+solver kernels themselves and come back as a status tensor; reading it (`check_status`) is the
+one step that synchronizes with a GPU, so the ops can switch it off.
+
+A missing optional dependency is an ImportError naming the pip line (`missing_dependency`)."""
 
 import math
 import os
@@ -11,6 +20,19 @@ import torch
 METRICS = ("l2", "sqeuclidean", "l1")
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 SOLVERS = ("auto", "exact", "auction")
+# Philox seeds (knn.py) and the seed rank 0 draws for a global pool (distributed.py): int64
+# in [0, 2^63), the range torch.randint can draw without overflowing int64.
+SEED_HIGH = 2**63 - 1
+
+
+def missing_dependency(what: str, install: str) -> ImportError:
+    """The ImportError for an optional dependency: what needs it and the line that installs it;
+    raise it `from` the original ImportError."""
+    return ImportError(f"{what}; install it with: {install}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
 
 
 def check_choice(name: str, value: str, allowed: tuple) -> None:
@@ -121,6 +143,10 @@ def check_pair(x: torch.Tensor, y: torch.Tensor, metric: str, precision: str) ->
     check_choice("precision", precision, PRECISIONS)
 
 
+# ---------------------------------------------------------------------------------------------
+# Operators (ops.py)
+
+
 def check_assign(x, noise, metric, precision, solver, tol, groups) -> None:
     """assign(x [B, ...], noise [K, ...], groups [B]?)."""
     if x.dim() < 1 or noise.dim() < 1:
@@ -145,34 +171,199 @@ def check_assign(x, noise, metric, precision, solver, tol, groups) -> None:
     check_groups(x, groups)
 
 
-# Philox counters per seed: the candidate id image * k + c is one uint32 word of the counter.
-MAX_KNN_CANDIDATES = 2**32
-SEED_HIGH = 2**63 - 1
+# ---------------------------------------------------------------------------------------------
+# immiscible_noise (noise.py)
+
+NOISE_METHODS = ("assign", "pool", "knn", "flip", "none")
+SCOPES = ("local", "global")
+ASSIGN_KWARGS = ("metric", "precision", "solver", "tol", "validate")
+KNN_METRICS = ("l2", "sqeuclidean")  # same argmin
 
 
-def check_knn(x, k) -> None:
+def check_batch(x) -> None:
+    """x [B, ...]: a floating-point tensor with a batch dim (immiscible_noise, select_nearest)."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.is_floating_point():
+        raise ValueError("x: expected a floating-point tensor with a leading batch dimension")
+
+
+def check_noise_options(method: str, scope: str, candidates, distance_dtype, pool_size) -> None:
+    """immiscible_noise's keywords that only some methods take; no tensor is read."""
+    check_choice("method", method, NOISE_METHODS)
+    if scope not in SCOPES:
+        raise ValueError(f"scope: expected 'local' or 'global', got {scope!r}")
+    if candidates is not None and method != "knn":
+        raise ValueError("candidates: only method 'knn' picks among candidates, got method "
+                         f"{method!r}")
+    if distance_dtype is not None and method != "knn":
+        raise ValueError(f"distance_dtype: only method 'knn' takes it, got method {method!r}")
+    if pool_size is not None and method != "pool":
+        raise ValueError(f"pool_size: only method 'pool' draws a pool, got method {method!r}")
+
+
+def check_assign_kwargs(assign_kwargs: dict) -> None:
+    """The keywords immiscible_noise passes on to assign."""
+    unknown = sorted(set(assign_kwargs) - set(ASSIGN_KWARGS))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown keyword argument; expected k, pool_factor, "
+                         f"pool_size, candidates, distance_dtype, groups or one of "
+                         f"{', '.join(ASSIGN_KWARGS)}")
+
+
+def check_knn_metric(metric: str) -> None:
+    if metric not in KNN_METRICS:
+        raise ValueError(f"metric: method 'knn' supports {' or '.join(KNN_METRICS)}, "
+                         f"got {metric!r}")
+
+
+def check_pool(pool: int, batch: int) -> None:
+    if pool < batch:
+        raise ValueError(f"pool_size: a pool of {pool} is smaller than the batch of {batch}")
+
+
+# ---------------------------------------------------------------------------------------------
+# KNN noise (knn.py)
+
+MAX_PHILOX_COUNTER = 2**32  # candidate counters per seed: B * k of them
+
+
+def check_knn(x: torch.Tensor, k) -> None:
     """knn_noise(x [B, ...], k)."""
     if not isinstance(x, torch.Tensor) or x.dim() < 1:
         raise ValueError("x: expected a tensor with a leading batch dimension [B, ...]")
-    if not x.is_floating_point():
-        raise ValueError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
+    check_floating("x", x)
     check_positive_int("k", k, "candidates per image")
-    if x.shape[0] * k > MAX_KNN_CANDIDATES:
+    if x.shape[0] * k > MAX_PHILOX_COUNTER:
         raise ValueError(f"k: B * k = {x.shape[0] * k} candidates exceed the 2^32 Philox counters")
 
 
+def check_seed(value: int) -> None:
+    if not 0 <= value <= SEED_HIGH:
+        raise ValueError(f"seed: expected an integer in [0, 2^63), got {value}")
+
+
 def check_seed_tensor(seed) -> None:
-    """A Philox seed as the knn_noise operator takes it: int64 [1] (its value is read on the
-    device; draw_seed gives one)."""
-    if not isinstance(seed, torch.Tensor) or seed.numel() != 1 or seed.dtype != torch.int64:
-        shape = tuple(seed.shape) if isinstance(seed, torch.Tensor) else type(seed).__name__
-        dtype = seed.dtype if isinstance(seed, torch.Tensor) else ""
-        raise ValueError(f"seed: expected an int64 tensor of one element, got {dtype} {shape}")
+    """A Philox seed as the knn_noise operator takes it: int64 [1], its value read on the device."""
+    if not isinstance(seed, torch.Tensor):
+        raise ValueError(f"seed: expected an int64 tensor of one element, got "
+                         f"{type(seed).__name__}")
+    if seed.numel() != 1 or seed.dtype != torch.int64:
+        raise ValueError(f"seed: expected an int64 tensor of one element, got {seed.dtype} "
+                         f"shape {tuple(seed.shape)}")
 
 
 def seed_value(seed) -> int:
-    """The seed (int, or a one-element tensor) as an int in [0, 2^63)."""
+    """The seed (an int or a one-element tensor) as an int in [0, 2^63)."""
     value = int(seed.reshape(-1)[0].item()) if isinstance(seed, torch.Tensor) else int(seed)
-    if not 0 <= value <= SEED_HIGH:
-        raise ValueError(f"seed: expected an integer in [0, 2^63), got {value}")
+    check_seed(value)
     return value
+
+
+def check_distance_dtype(distance_dtype) -> None:
+    if distance_dtype is not None and (not isinstance(distance_dtype, torch.dtype)
+                                       or not distance_dtype.is_floating_point):
+        raise ValueError("distance_dtype: expected a floating torch.dtype or None, got "
+                         f"{distance_dtype!r}")
+
+
+def check_candidates(x: torch.Tensor, candidates, distance_dtype) -> None:
+    """select_nearest(x [B, ...], candidates [B, k, ...], distance_dtype)."""
+    check_batch(x)
+    if not isinstance(candidates, torch.Tensor) or not candidates.is_floating_point():
+        raise ValueError("candidates: expected a floating-point tensor [B, k, ...]")
+    want = (x.shape[0], "k", *x.shape[1:])
+    if (candidates.dim() != x.dim() + 1 or candidates.shape[0] != x.shape[0]
+            or candidates.shape[2:] != x.shape[1:]):
+        raise ValueError(f"candidates: expected shape {want} for x of shape {tuple(x.shape)}, "
+                         f"got {tuple(candidates.shape)}")
+    if candidates.shape[1] < 1:
+        raise ValueError("candidates: expected at least one candidate per image (k >= 1)")
+    if candidates.device != x.device:
+        raise ValueError(f"candidates: on {candidates.device}, x on {x.device}")
+    check_distance_dtype(distance_dtype)
+
+
+def check_k_matches(k, candidates: torch.Tensor) -> None:
+    if k is not None and k != candidates.shape[1]:
+        raise ValueError(f"k: {k} differs from the {candidates.shape[1]} candidates given per "
+                         "image")
+
+
+# ---------------------------------------------------------------------------------------------
+# Global assignment (distributed.py)
+
+GLOBAL_METHODS = ("assign", "pool", "flip")
+COST_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+GLOBAL_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+GLOBAL_MAX_DIMS = 8  # trailing dims a rank's descriptor has room for
+
+
+def check_cost_precision(cost_precision) -> None:
+    if cost_precision not in COST_PRECISIONS:
+        raise ValueError(f"cost_precision: expected one of {', '.join(COST_PRECISIONS)}, "
+                         f"got {cost_precision!r}")
+
+
+def check_global(x, groups, method, pool_factor, pool_size, cost_precision, kwargs) -> None:
+    """immiscible_noise_global's arguments on one rank (agreement across ranks is checked after
+    the descriptors are exchanged)."""
+    if method not in GLOBAL_METHODS:
+        raise ValueError(f"method: unknown global method {method!r}; expected one of "
+                         f"{', '.join(GLOBAL_METHODS)} (knn and none have no cross-image coupling: "
+                         "use immiscible_noise on each rank)")
+    unknown = sorted(set(kwargs) - set(ASSIGN_KWARGS))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown keyword argument")
+    check_cost_precision(cost_precision)
+    check_positive_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
+    if pool_size is not None:
+        if method != "pool":
+            raise ValueError(f"pool_size: only method 'pool' draws a pool, got method {method!r}")
+        check_positive_int("pool_size", pool_size, "noise pool of pool_size draws for the job")
+    if cost_precision == "fp16" and kwargs.get("metric", "l2") != "l2":
+        raise ValueError("cost_precision: fp16 overflows for l1/sqeuclidean distances of "
+                         "large inputs; use bf16 or fp32")
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.dtype not in GLOBAL_DTYPES:
+        raise ValueError("x: expected a float32/float16/bfloat16/float64 tensor [B, ...]")
+    if x.dim() - 1 > GLOBAL_MAX_DIMS:
+        raise ValueError(f"x: at most {GLOBAL_MAX_DIMS} dims after the batch, got {x.dim() - 1}")
+    check_groups(x, groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# torchcfm's sampler (integrations/torchcfm.py)
+
+OT_METHODS = ("exact", "sinkhorn", "unbalanced", "partial")
+
+
+def check_equal_batches(x0: torch.Tensor, x1: torch.Tensor) -> None:
+    if x0.shape[0] != x1.shape[0]:
+        raise ValueError(f"x1: batch of {x1.shape[0]} differs from x0's {x0.shape[0]}; "
+                         "only equal batches have a permutation plan")
+
+
+# ---------------------------------------------------------------------------------------------
+# auction_on_host (testing.py)
+
+HOST_GROUPS = ("block", "grid")
+
+
+def check_auction_on_host(cost, group: str, threads, blocks, tol) -> None:
+    """cost [B, N, M] or [N, M] float32, N <= M; the emulated launch's shape."""
+    if not isinstance(cost, torch.Tensor):
+        raise ValueError(f"cost: expected a torch.Tensor, got {type(cost).__name__}")
+    if cost.dtype != torch.float32:
+        raise ValueError(f"cost: expected float32, got {cost.dtype}")
+    if cost.dim() not in (2, 3):
+        raise ValueError(f"cost: expected [B, N, M] or [N, M], got shape {tuple(cost.shape)}")
+    n, m = cost.shape[-2:]
+    if n > m:
+        raise ValueError(f"cost: needs N <= M, got N={n}, M={m}")
+    if m >= 2**30:
+        raise ValueError("cost: M must be below 2^30")
+    if group not in HOST_GROUPS:
+        raise ValueError(f"group: expected 'block' or 'grid', got {group!r}")
+    if not isinstance(threads, int) or threads % 32 != 0 or not 32 <= threads <= 1024:
+        raise ValueError(f"threads: expected a multiple of 32 in 32..1024, got {threads!r}")
+    if not isinstance(blocks, int) or blocks < 1:
+        raise ValueError(f"blocks: expected a positive int, got {blocks!r}")
+    check_tol(tol)  # as linear_assignment: None (the default) or a positive number

@@ -5,20 +5,21 @@ default). `immiscible_noise_global` solves ONE assignment problem for the whole 
 
   1. all-gather a small descriptor per rank (batch size, trailing shape, dtype, options, seed):
      ranks that disagree all raise the same ValueError instead of hanging in a later collective;
-  2. every rank regenerates the same noise pool of pool_factor * B_total draws from rank 0's seed
-     (noise never travels: the descriptor refuses ranks whose devices would draw different
-     streams from one seed, see random_stream_fingerprint), and computes the distance rows of
-     its OWN images to the whole pool:
-     images never leave their rank, not even quantized;
+  2. every rank regenerates the same noise pool from rank 0's seed (noise never travels): B_total
+     draws for "assign" and "flip", pool_size (default pool_factor * B_total) for "pool" (the
+     descriptor refuses ranks whose devices would draw different streams from one seed, see
+     random_stream_fingerprint); and computes the distance rows of its OWN images to the whole
+     pool: images never leave their rank, not even quantized;
   3. the rows (fp32, or fp16/bf16 with cost_precision) are gathered on the solving rank, which
      runs linear_assignment on its device and broadcasts the permutation;
   4. each rank takes the pool rows assigned to its images.
 
-Bytes per step for W ranks, batch b per rank, B = W*b, pool K = pool_factor*B, s bytes per cost
-entry (4 fp32, 2 fp16): each rank sends b*K*s (the solver receives (B-b)*K*s), plus B*8 for the
-permutation and W*16*8 for descriptors. All-gathering fp16 images instead would move B*D*2 to
-every rank: for D = 4*64*64 latents and b = 128, 8 ranks: 0.5 MB of cost rows vs 32 MB of images.
-Memory per rank: the K x D pool (as a local pool_factor * B batch would need on one device).
+Bytes per step for W ranks, batch b per rank, B = W*b, pool K (B, or the "pool" size), s bytes
+per cost entry (4 fp32, 2 fp16): each rank sends b*K*s (the solver receives (B-b)*K*s), plus B*8
+for the permutation and W*16*8 for descriptors. All-gathering fp16 images instead would move
+B*D*2 to every rank: for D = 4*64*64 latents, b = 128, 8 ranks and a pool of K = 2B: 0.5 MB of
+fp16 cost rows vs 32 MB of images.
+Memory per rank: the K x D pool (as the same method on one device with the whole batch).
 """
 
 import zlib
@@ -27,19 +28,19 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-from immiscible_ops._checks import check_groups, check_positive_int
-from immiscible_ops.noise import ASSIGN_KWARGS
+from immiscible_ops._checks import (
+    COST_PRECISIONS,
+    GLOBAL_DTYPES,
+    GLOBAL_MAX_DIMS,
+    SEED_HIGH,
+    check_global,
+)
 from immiscible_ops.ops import group_mask, linear_assignment, pairwise_distance
 
-GLOBAL_METHODS = ("assign", "pool", "flip")
-COST_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_MAX_DIMS = 8
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-_SEED_HIGH = 2**63 - 1
 # descriptor: ok, b, ndim, dtype, has_groups, options hash, seed, random-stream fingerprint,
 # trailing dims (padded with -1)
 _HEAD = 8
-_DESC_LEN = _HEAD + _MAX_DIMS
+_DESC_LEN = _HEAD + GLOBAL_MAX_DIMS
 
 
 def random_stream_fingerprint(device: torch.device) -> int:
@@ -57,12 +58,6 @@ def random_stream_fingerprint(device: torch.device) -> int:
     return zlib.crc32(repr((torch.__version__, *what)).encode())
 
 
-def check_cost_precision(cost_precision) -> None:
-    if cost_precision not in COST_PRECISIONS:
-        raise ValueError(f"cost_precision: expected one of {', '.join(COST_PRECISIONS)}, "
-                         f"got {cost_precision!r}")
-
-
 def _options_hash(method: str, pool_factor: int, pool_size, cost_precision: str,
                   kwargs: dict) -> int:
     pool = (pool_factor, pool_size) if method == "pool" else (1, None)
@@ -75,34 +70,15 @@ def _descriptor(x, groups, method, pool_factor, pool_size, cost_precision, kwarg
     desc = torch.full((_DESC_LEN,), -1, dtype=torch.int64)
     error = None
     try:
-        if method not in GLOBAL_METHODS:
-            raise ValueError(f"method: unknown global method {method!r}; expected one of "
-                             f"{', '.join(GLOBAL_METHODS)} (knn and none have no cross-image coupling: "
-                             "use immiscible_noise on each rank)")
-        unknown = sorted(set(kwargs) - set(ASSIGN_KWARGS))
-        if unknown:
-            raise ValueError(f"{unknown[0]}: unknown keyword argument")
-        check_cost_precision(cost_precision)
-        check_positive_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
-        if pool_size is not None:
-            if method != "pool":
-                raise ValueError(f"pool_size: only method 'pool' draws a pool, got method {method!r}")
-            check_positive_int("pool_size", pool_size, "noise pool of pool_size draws for the job")
-        if cost_precision == "fp16" and kwargs.get("metric", "l2") != "l2":
-            raise ValueError("cost_precision: fp16 overflows for l1/sqeuclidean distances of "
-                             "large inputs; use bf16 or fp32")
-        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.dtype not in _DTYPES:
-            raise ValueError("x: expected a float32/float16/bfloat16/float64 tensor [B, ...]")
-        if x.dim() - 1 > _MAX_DIMS:
-            raise ValueError(f"x: at most {_MAX_DIMS} dims after the batch, got {x.dim() - 1}")
-        check_groups(x, groups)
+        check_global(x, groups, method, pool_factor, pool_size, cost_precision, kwargs)
     except ValueError as e:
         error = e
         desc[0] = 0
         return desc, error
-    seed = torch.randint(0, _SEED_HIGH, (1,), generator=generator,
+    seed = torch.randint(0, SEED_HIGH, (1,), generator=generator,
                          device=generator.device if generator is not None else x.device)
-    desc[:_HEAD] = torch.tensor([1, x.shape[0], x.dim(), _DTYPES.index(x.dtype), groups is not None,
+    desc[:_HEAD] = torch.tensor([1, x.shape[0], x.dim(), GLOBAL_DTYPES.index(x.dtype),
+                                 groups is not None,
                                  _options_hash(method, pool_factor, pool_size, cost_precision,
                                                kwargs), 0, random_stream_fingerprint(x.device)])
     desc[6] = seed.cpu()[0]

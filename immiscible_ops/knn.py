@@ -17,7 +17,13 @@ from typing import Optional, Union
 
 import torch
 
-from immiscible_ops._checks import SEED_HIGH, check_knn, seed_value
+from immiscible_ops._checks import (
+    SEED_HIGH,
+    check_candidates,
+    check_knn,
+    check_seed_tensor,
+    seed_value,
+)
 
 try:
     import triton  # noqa: F401  (the fused kernel's dependency)
@@ -40,9 +46,7 @@ def draw_seed(generator: Optional[torch.Generator] = None,
 
 def _seed_tensor(seed, device) -> torch.Tensor:
     if isinstance(seed, torch.Tensor):
-        if seed.numel() != 1 or seed.dtype != torch.int64:
-            raise ValueError(f"seed: expected an int64 tensor of one element, got {seed.dtype} "
-                             f"shape {tuple(seed.shape)}")
+        check_seed_tensor(seed)
         return seed.reshape(1).to(device)
     return torch.tensor([seed_value(seed)], dtype=torch.int64, device=device)
 
@@ -60,30 +64,6 @@ def knn_noise(x: torch.Tensor, k: int, *, generator: Optional[torch.Generator] =
 
 # ---------------------------------------------------------------------------------------------
 # Candidates as tensors (the caller's, or torch.randn's): the plain torch recipe
-
-
-def check_candidates(x: torch.Tensor, candidates, distance_dtype) -> None:
-    """select_nearest(x [B, ...], candidates [B, k, ...], distance_dtype)."""
-    if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.is_floating_point():
-        raise ValueError("x: expected a floating-point tensor with a leading batch dimension")
-    if not isinstance(candidates, torch.Tensor) or not candidates.is_floating_point():
-        raise ValueError("candidates: expected a floating-point tensor [B, k, ...]")
-    want = (x.shape[0], "k", *x.shape[1:])
-    if (candidates.dim() != x.dim() + 1 or candidates.shape[0] != x.shape[0]
-            or candidates.shape[2:] != x.shape[1:]):
-        raise ValueError(f"candidates: expected shape {want} for x of shape {tuple(x.shape)}, "
-                         f"got {tuple(candidates.shape)}")
-    if candidates.shape[1] < 1:
-        raise ValueError("candidates: expected at least one candidate per image (k >= 1)")
-    if candidates.device != x.device:
-        raise ValueError(f"candidates: on {candidates.device}, x on {x.device}")
-    check_distance_dtype(distance_dtype)
-
-
-def check_distance_dtype(distance_dtype) -> None:
-    if distance_dtype is not None and (not isinstance(distance_dtype, torch.dtype)
-                                       or not distance_dtype.is_floating_point):
-        raise ValueError(f"distance_dtype: expected a floating torch.dtype or None, got {distance_dtype!r}")
 
 
 def select_nearest(x: torch.Tensor, candidates: torch.Tensor, *,

@@ -19,14 +19,10 @@ from typing import Optional
 
 import torch
 
+from immiscible_ops import _checks
 from immiscible_ops import knn as _knn
-from immiscible_ops._checks import check_groups, check_positive_int
 from immiscible_ops.ops import assign
 
-METHODS = ("assign", "pool", "knn", "flip", "none")
-ASSIGN_KWARGS = ("metric", "precision", "solver", "tol", "validate")
-GLOBAL_ONLY_KWARGS = ("cost_precision",)
-_KNN_METRICS = ("l2", "sqeuclidean")  # same argmin
 _DEFAULT_K = 8
 
 
@@ -62,17 +58,8 @@ def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
     torch.distributed job (`process_group`, immiscible_ops.distributed; cost_precision= applies
     there), the local solve without an initialized group or with one process; "local" (default):
     each rank on its own."""
-    if method not in METHODS:
-        raise ValueError(f"method: unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    if scope not in ("local", "global"):
-        raise ValueError(f"scope: expected 'local' or 'global', got {scope!r}")
-    if candidates is not None and method != "knn":
-        raise ValueError(f"candidates: only method 'knn' picks among candidates, got method {method!r}")
-    if distance_dtype is not None and method != "knn":
-        raise ValueError(f"distance_dtype: only method 'knn' takes it, got method {method!r}")
-    if pool_size is not None and method != "pool":
-        raise ValueError(f"pool_size: only method 'pool' draws a pool, got method {method!r}")
-    if scope == "global" and method in ("assign", "pool", "flip") and _global_active(process_group):
+    _checks.check_noise_options(method, scope, candidates, distance_dtype, pool_size)
+    if scope == "global" and method in _checks.GLOBAL_METHODS and _global_active(process_group):
         from immiscible_ops.distributed import immiscible_noise_global
 
         noise = immiscible_noise_global(x, group=process_group, method=method,
@@ -81,25 +68,21 @@ def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
                                         **assign_kwargs)
         return _like(x, noise)
     assign_kwargs = _local_kwargs(scope, assign_kwargs)
-    if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.is_floating_point():
-        raise ValueError("x: expected a floating-point tensor with a leading batch dimension")
-    check_positive_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
-    check_groups(x, groups)
+    _checks.check_batch(x)
+    _checks.check_positive_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
+    _checks.check_groups(x, groups)
 
     if method == "knn":
-        metric = assign_kwargs.get("metric", "l2")
-        if metric not in _KNN_METRICS:
-            raise ValueError(f"metric: method 'knn' supports {' or '.join(_KNN_METRICS)}, got {metric!r}")
+        _checks.check_knn_metric(assign_kwargs.get("metric", "l2"))
         return _like(x, _knn_noise(x, k, candidates, distance_dtype, generator))
 
     b = x.shape[0]
     pool = b
     if method == "pool":
         if pool_size is not None:
-            check_positive_int("pool_size", pool_size, "noise pool of pool_size draws")
+            _checks.check_positive_int("pool_size", pool_size, "noise pool of pool_size draws")
         pool = pool_factor * b if pool_size is None else pool_size
-        if pool < b:
-            raise ValueError(f"pool_size: a pool of {pool} is smaller than the batch of {b}")
+        _checks.check_pool(pool, b)
     noise = torch.randn((pool, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
     if method == "none" or b == 0:
         return _like(x, noise[:b])
@@ -115,26 +98,19 @@ def _local_kwargs(scope: str, assign_kwargs: dict) -> dict:
     """assign's keywords, with the global-only ones checked and dropped for a local solve."""
     assign_kwargs = dict(assign_kwargs)
     if scope == "global" and "cost_precision" in assign_kwargs:
-        from immiscible_ops.distributed import check_cost_precision
-
-        check_cost_precision(assign_kwargs.pop("cost_precision"))
-    unknown = sorted(set(assign_kwargs) - set(ASSIGN_KWARGS))
-    if unknown:
-        raise ValueError(f"{unknown[0]}: unknown keyword argument; expected k, pool_factor, "
-                         f"pool_size, candidates, distance_dtype, groups or one of "
-                         f"{', '.join(ASSIGN_KWARGS)}")
+        _checks.check_cost_precision(assign_kwargs.pop("cost_precision"))
+    _checks.check_assign_kwargs(assign_kwargs)
     return assign_kwargs
 
 
 def _knn_noise(x, k, candidates, distance_dtype, generator) -> torch.Tensor:
     if candidates is not None:
-        _knn.check_candidates(x, candidates, distance_dtype)
-        if k is not None and k != candidates.shape[1]:
-            raise ValueError(f"k: {k} differs from the {candidates.shape[1]} candidates given per image")
+        _checks.check_candidates(x, candidates, distance_dtype)
+        _checks.check_k_matches(k, candidates)
         return _knn.select_nearest(x, candidates, distance_dtype=distance_dtype)
     k = _DEFAULT_K if k is None else k
-    check_positive_int("k", k, "candidates per image")
-    _knn.check_distance_dtype(distance_dtype)
+    _checks.check_positive_int("k", k, "candidates per image")
+    _checks.check_distance_dtype(distance_dtype)
     if x.is_cuda and _knn.HAS_TRITON and distance_dtype is None:
         return _knn.knn_noise(x, k, generator=generator)
     return _knn.knn_noise_randn(x, k, generator=generator, distance_dtype=distance_dtype)

@@ -12,7 +12,7 @@ import torch
 
 from immiscible_ops import _checks
 
-_GROUPS = {"block": 0, "grid": 1}
+_GROUPS = {"block": 0, "grid": 1}  # the host launcher's codes for _checks.HOST_GROUPS
 _library = None
 
 
@@ -62,26 +62,10 @@ def auction_on_host(cost: torch.Tensor, *, group: str = "block", threads: int = 
     solver="exact" on CUDA. return_rounds=True adds int32 [B, 2]: bidding rounds (forward,
     reverse) each problem took, summed over its phases.
     """
-    if not isinstance(cost, torch.Tensor):
-        raise ValueError(f"cost: expected a torch.Tensor, got {type(cost).__name__}")
-    if cost.dtype != torch.float32:
-        raise ValueError(f"cost: expected float32, got {cost.dtype}")
+    _checks.check_auction_on_host(cost, group, threads, blocks, tol)
     if cost.dim() == 2:
         cost = cost.unsqueeze(0)
-    if cost.dim() != 3:
-        raise ValueError(f"cost: expected [B, N, M] or [N, M], got shape {tuple(cost.shape)}")
     problems, n, m = cost.shape
-    if n > m:
-        raise ValueError(f"cost: needs N <= M, got N={n}, M={m}")
-    if m >= 2**30:
-        raise ValueError("cost: M must be below 2^30")
-    if group not in _GROUPS:
-        raise ValueError(f"group: expected 'block' or 'grid', got {group!r}")
-    if not isinstance(threads, int) or threads % 32 != 0 or not 32 <= threads <= 1024:
-        raise ValueError(f"threads: expected a multiple of 32 in 32..1024, got {threads!r}")
-    if not isinstance(blocks, int) or blocks < 1:
-        raise ValueError(f"blocks: expected a positive int, got {blocks!r}")
-    _checks.check_tol(tol)  # as linear_assignment: None (the default) or a positive number
 
     lib = _load()
     c = np.ascontiguousarray(cost.detach().cpu().numpy())

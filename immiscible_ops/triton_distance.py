@@ -22,8 +22,8 @@ from triton.runtime.autotuner import Autotuner
 from triton.runtime.jit import JITFunction
 
 from immiscible_ops import _checks
+from immiscible_ops.reference import FP8_MAX
 
-FP8_MAX = 448.0  # largest finite float8_e4m3fn value, as in reference.fp8_row_scale
 _FP8_MAX = tl.constexpr(FP8_MAX)  # kernels may read only constexpr globals
 # Products per fp8 partial sum before it is added into the fp32 accumulator (the K of one fp8
 # wgmma instruction is 32). Asserted from the compiled IR by .ci/gpu_compile_check.py.

@@ -24,11 +24,16 @@ argmin does not depend on the summation order of either implementation.
 from typing import Tuple
 
 import torch
-import triton
-import triton.language as tl
-from triton.language.random import pair_uniform_to_normal, uint_to_uniform_float
 
 from immiscible_ops import _checks
+
+try:
+    import triton
+    import triton.language as tl
+    from triton.language.random import pair_uniform_to_normal, uint_to_uniform_float
+except ImportError as error:  # the package imports without it; CUDA knn then runs the reference
+    raise _checks.missing_dependency("the fused knn kernel (immiscible_ops.triton_knn) needs "
+                                     "Triton", "pip install triton") from error
 
 _KNN_TILE_ELEMENTS = 2048  # [K_TILE, BLOCK] elements of the kernel's register tile
 _KNN_MAX_K_TILE = 512

@@ -10,7 +10,7 @@
 //  * +inf (forbidden) becomes a finite penalty larger than any difference a feasible assignment
 //    can make; a result that uses a penalized pair proves the problem infeasible.
 //  * Rectangular problems (n < m) use the forward/reverse auction for asymmetric assignment
-//    (Bertsekas & Castanon), as in the shared asymmetric auction spec: only the n real rows bid forward; then
+//    (Bertsekas & Castanon, Comput. Optim. Appl. 1, 1992): only the n real rows bid forward; then
 //    unassigned columns priced above lambda (the lowest assigned price) bid in reverse, lowering
 //    their price to take a row, and finally every unassigned column is levelled to lambda. No
 //    dummy rows: squaring with zero-cost rows made those rows bid against each other in
@@ -23,8 +23,8 @@
 //  * Bids have a work budget (64 passes over the matrix by default); an auction that runs out,
 //    a bidding war on some tie-heavy cost, hands the problem to the exact solver.
 //  * A new phase keeps every row whose column still meets eps-CS at the new eps and re-queues
-//    only the others (the spec's step 1 resets all rows; that reset made tied rows re-fight in
-//    eps-sized steps). On integer costs eps stops at 0.5/n: gap <= 0.5 < 1 proves optimality.
+//    only the others (the published algorithm resets all rows at each phase; on ties that reset
+//    makes tied rows re-fight in eps-sized steps). On integer costs eps stops at 0.5/n: gap <= 0.5 < 1 proves optimality.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>

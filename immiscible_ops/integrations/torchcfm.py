@@ -26,7 +26,7 @@ What method="exact" does, against torchcfm's (POT's ot.emd on the CPU):
     device (the CUDA auction on GPU inputs: within 1e-6 of the optimum, no host round trip for
     the cost).
 Methods "sinkhorn", "unbalanced" and "partial" are POT's entropic solvers: their plans come from
-torchcfm's own OTPlanSampler (a ValueError says how to install it when it is missing); sampling
+torchcfm's own OTPlanSampler (an ImportError says how to install it when it is missing); sampling
 is the same code either way.
 """
 
@@ -38,7 +38,7 @@ import torch
 
 from immiscible_ops import _checks, ops
 
-METHODS = ("exact", "sinkhorn", "unbalanced", "partial")
+METHODS = _checks.OT_METHODS
 _INSTALL = "pip install --no-deps torchcfm && pip install pot"
 
 
@@ -53,8 +53,7 @@ class OTPlanSampler:
     def __init__(self, method: str, reg: float = 0.05, reg_m: float = 1.0,
                  normalize_cost: bool = False, num_threads: Union[int, str] = 1,
                  warn: bool = True, *, solver: str = "exact") -> None:
-        if method not in METHODS:
-            raise ValueError(f"method: unknown method {method!r}; expected one of {', '.join(METHODS)}")
+        _checks.check_choice("method", method, METHODS)
         _checks.check_choice("solver", solver, _checks.SOLVERS)  # linear_assignment's solvers
         self.method = method
         self.reg = reg
@@ -68,9 +67,9 @@ class OTPlanSampler:
             try:
                 from torchcfm.optimal_transport import OTPlanSampler as TorchCFMSampler
             except ImportError as e:
-                raise ValueError(f"method: {method!r} is one of POT's entropic solvers, which "
-                                 f"come from torchcfm's own sampler; install it ({_INSTALL}) or "
-                                 "use method='exact'") from e
+                raise _checks.missing_dependency(
+                    f"method {method!r} is one of POT's entropic solvers, which come from "
+                    "torchcfm's own sampler (or use method='exact')", _INSTALL) from e
             self._entropic = TorchCFMSampler(method, reg=reg, reg_m=reg_m,
                                              normalize_cost=normalize_cost,
                                              num_threads=num_threads, warn=warn)
@@ -88,9 +87,7 @@ class OTPlanSampler:
     def assignment(self, x0: torch.Tensor, x1: torch.Tensor) -> Optional[np.ndarray]:
         """Equal batch sizes B: the optimal permutation (x0[i] goes with x1[perm[i]]) as an int64
         array [B], or None when the cost is rejected (NaN, or no finite assignment)."""
-        if x0.shape[0] != x1.shape[0]:
-            raise ValueError(f"x1: batch of {x1.shape[0]} differs from x0's {x0.shape[0]}; "
-                             "only equal batches have a permutation plan")
+        _checks.check_equal_batches(x0, x1)
         m = self.cost(x0, x1)
         if self.solver == "exact":
             m = m.cpu()
@@ -116,8 +113,9 @@ class OTPlanSampler:
         try:
             import ot
         except ImportError as e:
-            raise ValueError(f"x1: batches of {x0.shape[0]} and {x1.shape[0]} have no permutation "
-                             "plan; POT's ot.emd solves them: pip install pot") from e
+            raise _checks.missing_dependency(
+                f"batches of {x0.shape[0]} and {x1.shape[0]} have no permutation plan; POT's "
+                "ot.emd solves them", "pip install pot") from e
         m = self.cost(x0, x1).cpu().numpy()
         plan = ot.emd(ot.unif(x0.shape[0]), ot.unif(x1.shape[0]), m, numThreads=self.num_threads)
         if np.abs(plan.sum()) < 1e-8 or not np.all(np.isfinite(plan)):
@@ -193,8 +191,9 @@ def _flow_matchers() -> dict:
     try:
         from torchcfm import conditional_flow_matching as cfm
     except ImportError as e:
-        raise ImportError(f"the flow matchers subclass torchcfm's; install it ({_INSTALL}), or "
-                          "use OTPlanSampler on its own") from e
+        raise _checks.missing_dependency(
+            "the flow matchers subclass torchcfm's (or use OTPlanSampler on its own)",
+            _INSTALL) from e
 
     class ExactOptimalTransportConditionalFlowMatcher(cfm.ExactOptimalTransportConditionalFlowMatcher):
         """torchcfm's OT-CFM (sigma as there), its minibatch plan from immiscible_ops."""

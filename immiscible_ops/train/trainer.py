@@ -365,11 +365,9 @@ def _noise_function(cfg: Config, ctx: Dist):
     """immiscible_noise, or its global form when one assignment spans all ranks."""
     if cfg.assignment_scope != "global" or ctx.world == 1:
         return immiscible_noise
-    try:
-        from immiscible_ops.distributed import GLOBAL_METHODS, immiscible_noise_global
-    except ImportError as e:
-        raise ValueError("assignment_scope global needs immiscible_ops.distributed, which this "
-                         "installation lacks; use rank") from e
+    from immiscible_ops._checks import GLOBAL_METHODS
+    from immiscible_ops.distributed import immiscible_noise_global
+
     if cfg.coupling not in GLOBAL_METHODS:
         raise ValueError(f"assignment_scope: global needs a coupling among "
                          f"{', '.join(GLOBAL_METHODS)}, got {cfg.coupling!r} (it has no "

@@ -2,6 +2,7 @@
 kernels that replace the CUDA solver when the driver is too old, and the CUDA module's
 version query (which runs the static CUDA runtime's driver lookup, no GPU needed)."""
 
+import ctypes
 import subprocess
 import sys
 from pathlib import Path
@@ -79,4 +80,12 @@ def test_cuda_module_reports_its_runtime_and_the_driver():
     assert result.returncode == 0, result.stderr
     runtime, driver = map(int, result.stdout.split())
     assert runtime >= 12000 and runtime % 10 == 0  # e.g. 13000 for CUDA 13.0
-    assert driver >= 0  # 0 where no driver is installed
+    # The driver's own answer, asked directly: 0 where no driver library can be loaded.
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        assert driver == 0
+    else:
+        version = ctypes.c_int(-1)
+        assert libcuda.cuDriverGetVersion(ctypes.byref(version)) == 0
+        assert driver == version.value

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-import immiscible_ops
 from immiscible_ops import assign, immiscible_noise, reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -150,5 +149,3 @@ def test_bad_x():
         immiscible_noise(torch.ones(4, 3, dtype=torch.long))
 
 
-def test_exported():
-    assert immiscible_ops.immiscible_noise is immiscible_noise

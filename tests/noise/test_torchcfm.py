@@ -9,6 +9,7 @@ set-up line): their tests skip without them, except under CI=true where a missin
 
 import importlib
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -303,3 +304,17 @@ def test_cuda_inputs(gen, solver):
     pi = s.get_map(x0.cuda(), x1.cuda())
     m = sqcost(x0, x1)
     assert (m.astype(np.float64) * (pi > 0)).sum() == pytest.approx(scipy_total(m), rel=1e-6)
+
+
+@pytest.mark.parametrize("hidden, call, install", [
+    ("torchcfm", lambda: ours.OTPlanSampler("sinkhorn"), "pip install --no-deps torchcfm"),
+    ("ot", lambda: ours.OTPlanSampler("exact").get_map(torch.randn(3, 2), torch.randn(5, 2)),
+     "pip install pot"),
+])
+def test_missing_optional_dependency_is_an_import_error(monkeypatch, hidden, call, install):
+    # A module set to None in sys.modules makes its import raise ImportError.
+    for name in [m for m in list(sys.modules) if m == hidden or m.startswith(hidden + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, hidden, None)
+    with pytest.raises(ImportError, match=install):
+        call()

@@ -141,8 +141,9 @@ def test_rectangular_sparse_large_prices(group, gen):
 
 
 def test_rectangular_rounds_do_not_explode(gen):
-    """Issue 11: the old dummy-row kernel took 19345 bidding rounds on a uniform 16x64 problem
-    (docs/PERF.md); the forward/reverse auction needs a few dozen to a few hundred."""
+    """Squaring the problem with zero-cost dummy rows takes 19345 bidding rounds on a uniform
+    16x64 problem (docs/PERF.md); the forward/reverse auction needs a few dozen to a few hundred,
+    and this bound fails long before a regression to the squared behaviour."""
     cost = torch.rand(1, 16, 64, generator=gen)
     row_to_col, status, rounds = auction_on_host(cost, group="grid", return_rounds=True)
     check(cost, row_to_col, status)
@@ -151,8 +152,8 @@ def test_rectangular_rounds_do_not_explode(gen):
 
 @pytest.mark.parametrize("group", GROUPS)
 def test_tie_heavy_rounds_do_not_explode(group, gen):
-    """Issue 11: on costs with few distinct values a jump to a tiny eps started a bidding war in
-    eps-sized steps (all-equal 64x64: 55681 rounds, integers 0..3: 537-1214). The schedule now
+    """On costs with few distinct values a jump to a tiny eps starts a bidding war in eps-sized
+    steps (all-equal 64x64: 55681 rounds, integers 0..3: 537-1214, docs/PERF.md). The schedule
     divides eps by 7 when most bids tied, stops at eps 0.5/N on integer costs, and starts there
     when row minima repeat (few distinct values)."""
     equal = torch.ones(2, 64, 64)

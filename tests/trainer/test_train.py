@@ -55,7 +55,10 @@ def test_points_train_and_log(tmp_path, dist_name, coupling):
     row = Path(cfg.out, "train.csv").read_text().splitlines()
     assert row[0].startswith("step,loss") and len(row) == 5
     assert Path(cfg.out, "samples", "step_000004.png").exists()
-    assert all(r["noise_ms"] >= 0 and r["step_ms"] >= r["noise_ms"] for r in records(cfg.out, "train"))
+    # The summary's timings are the means of the logged steps'.
+    steps = records(cfg.out, "train")
+    assert summary["step_ms"] == pytest.approx(np.mean([r["step_ms"] for r in steps]))
+    assert summary["noise_ms"] == pytest.approx(np.mean([r["noise_ms"] for r in steps]))
 
 
 def test_digits_class_conditional(tmp_path):
@@ -336,10 +339,12 @@ def test_experiment_tables_plot_and_reuse(tmp_path, capsys):
     res = json.loads((tmp_path / "exp" / "results.json").read_text())["gmm / flow"]
     assert res["metric"] == "w2" and set(res["methods"]) == {"none", "assign"}
     m = res["methods"]["assign"]
-    assert m["seeds"] == 2 and m["steps"] == [3, 6] and m["final_std"] >= 0
+    assert m["seeds"] == 2 and m["steps"] == [3, 6]
+    assert m["final_std"] > 0 and m["final_mean"] == pytest.approx(m["curve"][-1])  # seeds differ
     assert res["methods"]["none"]["steps_to_vanilla_final"] == 6  # vanilla reaches itself
     assert res["nfe"] == [1, 2] and set(m["final_by_nfe"]) == {"1", "2"}
-    assert set(m["effect_by_nfe"].values()) <= {"no effect", "better", "worse"}
+    assert set(m["effect_by_nfe"]) == {"1", "2"}
+    assert res["methods"]["none"]["effect_by_nfe"] == {"1": "no effect", "2": "no effect"}
     assert len(m["straightness"]) == 2
     assert "| assign | 2 |" in (tmp_path / "exp" / "results.md").read_text()
     assert (tmp_path / "exp" / "curves.png").stat().st_size > 1000

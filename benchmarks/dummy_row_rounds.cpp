@@ -1,4 +1,4 @@
-// Round counter for the CUDA auction as it was before the forward/reverse rewrite (git
+// Round counter for the dummy-row CUDA auction that the forward/reverse one replaced (git
 // 8eef8fa, csrc/cuda/auction.cuh): the problem squared with M - N zero-cost dummy rows, forward
 // Jacobi rounds only. A sequential replica of that kernel's rounds (same float32 arithmetic,
 // same bid rule, tie rules, eps schedule and stopping test; a Jacobi round's outcome does not
@@ -6,7 +6,7 @@
 // emulation is far too slow for the tens of thousands of rounds that version needs.
 // Checked round-for-round against the emulated old kernel on small problems (docs/PERF.md).
 //
-//   g++ -std=c++20 -O2 -o dummy_row_rounds csrc/host_emulation/dummy_row_rounds.cpp
+//   g++ -std=c++20 -O2 -o dummy_row_rounds benchmarks/dummy_row_rounds.cpp
 //   dummy_row_rounds COST.f32 N M   (COST.f32: raw float32 [N, M]) -> prints rounds and total
 #include <cmath>
 #include <cstdint>
