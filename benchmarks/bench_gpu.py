@@ -94,6 +94,23 @@ def main(argv=None) -> int:
             cost = immiscible_ops.pairwise_distance(x, noise, precision="fp16")
             row["excess"] = excess(cost, immiscible_ops.assign(x, noise))
 
+    # 1b. Exact on the device without the CUDA kernel: solver="certified" (torch ops for the
+    # candidates and the certificate, the sparse solve on the host), against the auction on the
+    # device and the CPU exact solver on a host copy of the same fp16 distances.
+    for b in sizes[:2]:
+        x, noise = workload(b, d, device, args.seed + b)
+        cost = immiscible_ops.pairwise_distance(x, noise, precision="fp16")
+        reps = max(3, repeats // 4)
+        row = run("linear_assignment certified (exact)", f"B={b} (solve only)",
+                  lambda cost=cost: immiscible_ops.linear_assignment(cost, solver="certified"),
+                  reps)
+        if row and args.check:
+            row["excess"] = excess(cost, immiscible_ops.linear_assignment(cost, solver="certified"))
+        run("linear_assignment auction (device)", f"B={b} (solve only)",
+            lambda cost=cost: immiscible_ops.linear_assignment(cost, validate=False), reps)
+        run("linear_assignment exact (host copy)", f"B={b} (solve only)",
+            lambda cost=cost: immiscible_ops.linear_assignment(cost.cpu(), solver="exact"), reps)
+
     # 2. Many small problems at once.
     p, n = small
     g = torch.Generator(device="cpu").manual_seed(args.seed)

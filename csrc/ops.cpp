@@ -20,4 +20,12 @@ STABLE_TORCH_LIBRARY(immiscible, m) {
   // 3 -inf in the cost); the rows of a problem with nonzero status are all -1.
   // tol <= 0 selects the solver's default.
   m.def("solve_batched(Tensor cost, str solver, float tol) -> (Tensor, Tensor)");
+  // CPU pieces of the certified exact path (csrc/cpu/lap_sparse.h), for the "certified" solver
+  // on any device and for tests: the sparse solver on candidate lists, the certificate alone,
+  // and the dense path with its knobs exposed.
+  m.def("_sparse_assignment(Tensor row_start, Tensor cols, Tensor costs, int m, Tensor? x0, "
+        "Tensor? v0) -> (Tensor, Tensor)");
+  m.def("_certify(Tensor cost, Tensor row_to_col, Tensor v, float tol) -> (Tensor, Tensor)");
+  m.def("_certified_solve(Tensor cost, int row_candidates, int col_candidates, int max_rounds, "
+        "bool force) -> (Tensor, Tensor)");
 }

@@ -19,7 +19,7 @@ import torch
 
 METRICS = ("l2", "sqeuclidean", "l1")
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
-SOLVERS = ("auto", "exact", "auction")
+SOLVERS = ("auto", "exact", "auction", "certified")
 # Philox seeds (knn.py) and the seed rank 0 draws for a global pool (distributed.py): int64
 # in [0, 2^63), the range torch.randint can draw without overflowing int64.
 SEED_HIGH = 2**63 - 1

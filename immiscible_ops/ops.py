@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from immiscible_ops import _checks, _loading, reference
+from immiscible_ops import _checks, _loading, certified, reference
 
 _NO_TOL = -1.0  # what the kernels read as "use your default"
 
@@ -26,6 +26,8 @@ def _linear_assignment(cost, solver="auto", tol=None, validate=True):
     batch, (n, m) = cost.shape[:-2], cost.shape[-2:]
     if n == 0 or batch.numel() == 0:
         return torch.empty(cost.shape[:-1], dtype=torch.long, device=cost.device)
+    if solver == "certified":
+        return certified.solve_batched(cost.reshape(-1, n, m), validate).reshape(*batch, n)
     if cost.device.type == "cuda":
         _loading.check_cuda_device(cost.device)
     row_to_col, status = torch.ops.immiscible.solve_batched(
@@ -46,6 +48,29 @@ def _linear_assignment_fake(cost, solver="auto", tol=None, validate=True):
 def _solve_batched_fake(cost, solver, tol):
     p, n, _ = cost.shape
     return cost.new_empty((p, n), dtype=torch.long), cost.new_empty((p,), dtype=torch.int32)
+
+
+# The certified path's CPU pieces (csrc/cpu/lap_sparse.h): the sparse solver behind
+# solver="certified", and test hooks.
+
+
+@torch.library.register_fake("immiscible::_sparse_assignment")
+def _sparse_assignment_fake(row_start, cols, costs, m, x0, v0):
+    n = row_start.shape[0] - 1
+    return (row_start.new_empty((n,), dtype=torch.long),
+            row_start.new_empty((m,), dtype=torch.float64))
+
+
+@torch.library.register_fake("immiscible::_certify")
+def _certify_fake(cost, row_to_col, v, tol):
+    return (cost.new_empty((cost.shape[0],), dtype=torch.long),
+            cost.new_empty((1,), dtype=torch.long))
+
+
+@torch.library.register_fake("immiscible::_certified_solve")
+def _certified_solve_fake(cost, row_candidates, col_candidates, max_rounds, force):
+    return (cost.new_empty((cost.shape[0],), dtype=torch.long),
+            cost.new_empty((6,), dtype=torch.long))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,8 +157,10 @@ def linear_assignment(cost: torch.Tensor, *, solver: str = "auto", tol: Optional
     """cost [..., N, M] (N <= M) -> LongTensor [..., N]: row i takes column out[..., i], columns
     distinct, total cost minimal (+inf forbids a pair).
 
-    solver: "exact" (CPU default: Jonker-Volgenant), "auction" (within `tol` of the optimum;
-    CUDA default), or "auto". tol: absolute bound on the excess over the optimum (default: 1e-6
+    solver: "exact" (CPU default: Jonker-Volgenant, through candidate lists and a dual
+    certificate on large costs), "auction" (within `tol` of the optimum; CUDA default),
+    "certified" (exact on any device: candidates and certificate with torch ops, sparse solve on
+    the host; syncs), or "auto". tol: absolute bound on the excess over the optimum (default: 1e-6
     of the total, exact for integer costs). validate=False skips reading the solver's status
     (NaN, -inf, infeasible), the one step that synchronizes with a GPU; a rejected problem then
     returns rows of -1.
