@@ -1,8 +1,10 @@
-"""CPU table: exact linear assignment, this project vs scipy and lap (and lapx if installed),
-over batch sizes 128..4096 and dims 64..16384 on the immiscible workload, plus batched small
-problems. Writes a markdown table to stdout and JSON next to it.
+"""CPU table: exact linear assignment, this project vs every installed peer (scipy, lap, lapx,
+lapjv, fastlap, OR-Tools on integer costs, POT's ot.emd), over batch sizes 128..8192 and dims
+64..16384 on unit-variance latents (images and noise both N(0,1), as SD/SDXL/FLUX latents are
+after the VAE's scaling factor), plus batched small problems. Peers slower than 10 s on a size
+are timed once there and dropped from larger ones. Writes a markdown table to stdout and JSON.
 
-    python benchmarks/bench_cpu.py                       # the full grid (several minutes: scipy is slow)
+    python benchmarks/bench_cpu.py                       # the full grid (an hour: scipy is slow)
     python benchmarks/bench_cpu.py --batch 2048 --dim 4096 --json benchmarks/results/cpu_2048.json
 """
 
@@ -12,8 +14,9 @@ from pathlib import Path
 from immiscible_ops.bench import main
 
 DEFAULTS = [
-    "--batch", "128", "256", "512", "1024", "2048", "4096",
+    "--batch", "128", "256", "512", "1024", "2048", "4096", "8192",
     "--dim", "64", "1024", "4096", "16384",
+    "--image-std", "1.0", "--slow-after", "10",
     "--batched", "64", "256",
     "--json", str(Path(__file__).parent / "results" / "cpu.json"),
 ]

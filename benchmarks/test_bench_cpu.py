@@ -10,7 +10,8 @@ import torch
 import immiscible_ops as io
 from immiscible_ops.bench import contenders, immiscible_cost
 
-CASES = {"immiscible_512x4096": (512, 4096), "immiscible_2048x4096": (2048, 4096)}
+CASES = {"immiscible_512x4096": (512, 4096), "immiscible_2048x4096": (2048, 4096),
+         "immiscible_4096x1024": (4096, 1024)}
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -18,7 +19,7 @@ def case(request):
     return request.param, immiscible_cost(*CASES[request.param]).numpy()
 
 
-@pytest.mark.parametrize("solver", ["immiscible_ops", "scipy", "lap.lapjv"])
+@pytest.mark.parametrize("solver", ["immiscible_ops", "scipy", "lap.lapjv", "lapjv", "fastlap"])
 def test_single_problem(benchmark, case, solver):
     name, cost = case
     solve = contenders().get(solver)

@@ -281,10 +281,21 @@ def check_seed(value: int) -> None:
         raise ValueError(f"seed: expected an integer in [0, 2^63), got {value}")
 
 
-def check_seed_tensor(seed: torch.Tensor) -> None:
+def check_seed_tensor(seed) -> None:
+    """A Philox seed as the knn_noise operator takes it: int64 [1], its value read on the device."""
+    if not isinstance(seed, torch.Tensor):
+        raise ValueError(f"seed: expected an int64 tensor of one element, got "
+                         f"{type(seed).__name__}")
     if seed.numel() != 1 or seed.dtype != torch.int64:
         raise ValueError(f"seed: expected an int64 tensor of one element, got {seed.dtype} "
                          f"shape {tuple(seed.shape)}")
+
+
+def seed_value(seed) -> int:
+    """The seed (an int or a one-element tensor) as an int in [0, 2^63)."""
+    value = int(seed.reshape(-1)[0].item()) if isinstance(seed, torch.Tensor) else int(seed)
+    check_seed(value)
+    return value
 
 
 def check_distance_dtype(distance_dtype) -> None:

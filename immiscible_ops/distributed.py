@@ -6,9 +6,10 @@ default). `immiscible_noise_global` solves ONE assignment problem for the whole 
   1. all-gather a small descriptor per rank (batch size, trailing shape, dtype, options, seed):
      ranks that disagree all raise the same ValueError instead of hanging in a later collective;
   2. every rank regenerates the same noise pool from rank 0's seed (noise never travels): B_total
-     draws for "assign" and "flip", pool_size (default pool_factor * B_total) for "pool"; and
-     computes the distance rows of its OWN images to the whole pool: images never leave their
-     rank, not even quantized;
+     draws for "assign" and "flip", pool_size (default pool_factor * B_total) for "pool" (the
+     descriptor refuses ranks whose devices would draw different streams from one seed, see
+     random_stream_fingerprint); and computes the distance rows of its OWN images to the whole
+     pool: images never leave their rank, not even quantized;
   3. the rows (fp32, or fp16/bf16 with cost_precision) are gathered on the solving rank, which
      runs linear_assignment on its device and broadcasts the permutation;
   4. each rank takes the pool rows assigned to its images.
@@ -38,8 +39,25 @@ from immiscible_ops._checks import (
 )
 from immiscible_ops.ops import condition_cost, group_mask, linear_assignment, pairwise_distance
 
-# descriptor: ok, b, ndim, dtype, has_groups, options hash, seed, trailing dims (padded with -1)
-_DESC_LEN = 7 + GLOBAL_MAX_DIMS
+# descriptor: ok, b, ndim, dtype, has_groups, options hash, seed, random-stream fingerprint,
+# trailing dims (padded with -1)
+_HEAD = 8
+_DESC_LEN = _HEAD + GLOBAL_MAX_DIMS
+
+
+def random_stream_fingerprint(device: torch.device) -> int:
+    """crc32 of what torch.randn's output on `device` depends on besides seed and shape. On
+    CUDA the Philox offsets of each thread follow the launch grid, which torch sizes from the SM
+    count and threads per SM once a tensor is large: two GPU models, or two MIG profiles of one,
+    draw different pools from one seed. On CPU the vectorized path (AVX2/AVX512 vs scalar) can
+    change the last bits. And any torch release may change either."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        what = ("cuda", props.multi_processor_count, props.max_threads_per_multi_processor,
+                props.major, props.minor)
+    else:
+        what = (device.type, torch.backends.cpu.get_cpu_capability())
+    return zlib.crc32(repr((torch.__version__, *what)).encode())
 
 
 def _options_hash(method: str, pool_factor: int, pool_size, cost_precision: str,
@@ -63,12 +81,13 @@ def _descriptor(x, groups, conditions, method, pool_factor, pool_size, cost_prec
         return desc, error
     seed = torch.randint(0, SEED_HIGH, (1,), generator=generator,
                          device=generator.device if generator is not None else x.device)
-    desc[:7] = torch.tensor([1, x.shape[0], x.dim(), GLOBAL_DTYPES.index(x.dtype),
-                             groups is not None,
-                             _options_hash(method, pool_factor, pool_size, cost_precision,
-                                           kwargs, conditions), 0])
+    desc[:_HEAD] = torch.tensor([1, x.shape[0], x.dim(), GLOBAL_DTYPES.index(x.dtype),
+                                 groups is not None,
+                                 _options_hash(method, pool_factor, pool_size, cost_precision,
+                                               kwargs, conditions), 0,
+                                 random_stream_fingerprint(x.device)])
     desc[6] = seed.cpu()[0]
-    desc[7:7 + x.dim() - 1] = torch.tensor(x.shape[1:], dtype=torch.int64)
+    desc[_HEAD:_HEAD + x.dim() - 1] = torch.tensor(x.shape[1:], dtype=torch.int64)
     return desc, None
 
 
@@ -86,10 +105,18 @@ def _check_agreement(table: torch.Tensor, error: Optional[ValueError]) -> None:
     for col, what in fields.items():
         if (table[:, col] != table[0, col]).any():
             raise ValueError(f"x: ranks disagree on {what}: {table[:, col].tolist()}")
-    shapes = table[:, 7:]
+    shapes = table[:, _HEAD:]
     if (shapes != shapes[0]).any():
         shown = [tuple(s for s in row.tolist() if s >= 0) for row in shapes]
         raise ValueError(f"x: ranks disagree on the shape after the batch dim: {shown}")
+    if (table[:, 7] != table[0, 7]).any():
+        raise ValueError(
+            "x: the ranks' devices draw different random streams from one seed (fingerprints "
+            f"{table[:, 7].tolist()}): every rank regenerates the shared noise pool with "
+            "torch.randn, whose CUDA output depends on the GPU's SM count and threads per SM (GPU model, MIG "
+            "profile) and on the torch version, so the pools would differ and the coupling would "
+            "be wrong. Use one GPU model and torch version on every rank of the group, or "
+            "immiscible_noise on each rank (local scope).")
 
 
 def immiscible_noise_global(x: torch.Tensor, *, group=None, method: str = "assign",

@@ -4,6 +4,7 @@ fake kernels for torch.compile, and the public functions.
 Device kernels live elsewhere and are found by the dispatcher:
   solve_batched       csrc/cpu/linear_assignment_cpu.cpp (CPU), csrc/cuda/ (CUDA)
   pairwise_distance   reference.pairwise_distance (any device), triton_distance.py (CUDA)
+  knn_noise           reference.knn_noise_reference (any device), triton_knn.py (CUDA)
 """
 
 import math
@@ -11,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from immiscible_ops import _checks, certified, reference
+from immiscible_ops import _checks, _loading, certified, reference
 
 _NO_TOL = -1.0  # what the kernels read as "use your default"
 
@@ -28,6 +29,8 @@ def _linear_assignment(cost, solver="auto", tol=None, validate=True):
         return torch.empty(cost.shape[:-1], dtype=torch.long, device=cost.device)
     if solver == "certified":
         return certified.solve_batched(cost.reshape(-1, n, m), validate).reshape(*batch, n)
+    if cost.device.type == "cuda":
+        _loading.check_cuda_device(cost.device)
     row_to_col, status = torch.ops.immiscible.solve_batched(
         cost.reshape(-1, n, m), solver, _NO_TOL if tol is None else float(tol)
     )
@@ -191,6 +194,25 @@ def _assign_fake(x, noise, metric="l2", precision="fp16", solver="auto", tol=Non
     _checks.check_assign(x, noise, metric, precision, solver, tol, groups, conditions,
                          condition_weight, condition_target_r, condition_metric)
     return x.new_empty((x.shape[0],), dtype=torch.long)
+
+
+# ---------------------------------------------------------------------------------------------
+# knn_noise
+
+
+@torch.library.impl("immiscible::knn_noise", "CompositeExplicitAutograd")
+def _knn_noise(x, k, seed):
+    _checks.check_knn(x, k)
+    _checks.check_seed_tensor(seed)
+    return reference.knn_noise_reference(x, k, seed)
+
+
+@torch.library.register_fake("immiscible::knn_noise")
+def _knn_noise_fake(x, k, seed):
+    _checks.check_knn(x, k)
+    _checks.check_seed_tensor(seed)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(
+        (x.shape[0],), dtype=torch.long)
 
 
 # ---------------------------------------------------------------------------------------------

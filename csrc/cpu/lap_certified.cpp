@@ -95,8 +95,8 @@ void add_row(const T* c, int64_t m, double* s, double& a) {
   kernels::has_avx2() ? avx2::add_row(c, m, s, a) : plain::add_row(c, m, s, a);
 }
 template <typename T>
-double row_min(const T* c, const double* v, int64_t m) {
-  return kernels::has_avx2() ? avx2::row_min(c, v, m) : plain::row_min(c, v, m);
+double row_min(const T* c, const double* v, int64_t m, bool& finite) {
+  return kernels::has_avx2() ? avx2::row_min(c, v, m, finite) : plain::row_min(c, v, m, finite);
 }
 template <typename T>
 void offer_row(const T* c, const double* v, int64_t m, double s, SmallestK& b) {
@@ -143,16 +143,20 @@ bool probe_accepts(const DenseRows<T>& c) {
 // ---------------------------------------------------------------------------------------------
 // The dense passes.
 
-// Column means v [m] and the largest |c|; false if the matrix holds a non-finite value.
+// Column means v [m] over every step-th row (about 1024 rows: the potentials only rank each
+// row's candidates, and a full pass costs as much as the certificate, 50 ms at B = 8192 in
+// float64), and the largest |c| among them.
 template <typename T>
-bool column_means(const DenseRows<T>& c, const Workers& workers, std::vector<double>& v,
+void column_means(const DenseRows<T>& c, const Workers& workers, std::vector<double>& v,
                   double& max_abs) {
-  const int64_t n = c.n, m = c.m, blocks = std::max<int64_t>(1, std::min(workers.count, n));
+  const int64_t n = c.n, m = c.m, step = std::max<int64_t>(1, n / 1024);
+  const int64_t sampled = (n + step - 1) / step;
+  const int64_t blocks = std::max<int64_t>(1, std::min(workers.count, sampled));
   std::vector<double> sums(blocks * m, 0.0), big(blocks, 0.0);
   workers.run(blocks, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      for (int64_t i = block_begin(b, blocks, n); i < block_begin(b + 1, blocks, n); ++i) {
-        add_row(c.row(i), m, sums.data() + b * m, big[b]);
+      for (int64_t s = block_begin(b, blocks, sampled); s < block_begin(b + 1, blocks, sampled); ++s) {
+        add_row(c.row(s * step), m, sums.data() + b * m, big[b]);
       }
     }
   });
@@ -160,25 +164,22 @@ bool column_means(const DenseRows<T>& c, const Workers& workers, std::vector<dou
   for (int64_t b = 0; b < blocks; ++b) {
     for (int64_t j = 0; j < m; ++j) v[j] += sums[b * m + j];
   }
-  for (int64_t j = 0; j < m; ++j) {
-    v[j] /= static_cast<double>(n);
-    if (!std::isfinite(v[j])) return false;
-  }
+  for (int64_t j = 0; j < m; ++j) v[j] /= static_cast<double>(sampled);
   max_abs = *std::max_element(big.begin(), big.end());
-  return std::isfinite(max_abs);
 }
 
 // Candidate edges: each row's k_row smallest c_ij - v_j, and each column's k_col smallest
 // c_ij - v_j - u_i (u_i the row's minimum): the rows that want the column most, so that every
 // column has edges and a perfect matching exists.
 template <typename T>
-void candidate_edges(const DenseRows<T>& c, const std::vector<double>& v, int64_t k_row,
+bool candidate_edges(const DenseRows<T>& c, const std::vector<double>& v, int64_t k_row,
                      int64_t k_col, const Workers& workers, std::vector<int64_t>& rows,
                      std::vector<int32_t>& cols) {
   const int64_t n = c.n, m = c.m, blocks = std::max<int64_t>(1, std::min(workers.count, n));
   k_row = std::min(k_row, m);
   k_col = std::min(k_col, n);
   std::vector<int32_t> row_best(n * k_row);
+  std::vector<char> all_finite(blocks, 1);
   std::vector<ColumnLists> col_lists;
   col_lists.reserve(blocks);
   for (int64_t b = 0; b < blocks; ++b) col_lists.emplace_back(m, k_col);
@@ -194,7 +195,12 @@ void candidate_edges(const DenseRows<T>& c, const std::vector<double>& v, int64_
       std::vector<double> recent;
       for (int64_t i = block_begin(b, blocks, n); i < block_begin(b + 1, blocks, n); ++i) {
         const T* ci = c.row(i);
-        const double u = row_min(ci, v.data(), m);
+        bool finite;
+        const double u = row_min(ci, v.data(), m, finite);
+        if (!finite || !std::isfinite(u)) {
+          all_finite[b] = 0;
+          return;
+        }
         double row_limit = kInf;
         if (!recent.empty()) {
           median = recent;
@@ -222,6 +228,7 @@ void candidate_edges(const DenseRows<T>& c, const std::vector<double>& v, int64_
       }
     }
   });
+  if (std::find(all_finite.begin(), all_finite.end(), 0) != all_finite.end()) return false;
   rows.clear();
   cols.clear();
   rows.reserve(n * k_row + m * k_col);
@@ -246,6 +253,7 @@ void candidate_edges(const DenseRows<T>& c, const std::vector<double>& v, int64_
       cols.push_back(static_cast<int32_t>(j));
     }
   }
+  return true;
 }
 
 // Whether the rows' candidate columns (cols [count]) spread over the columns as on
@@ -289,31 +297,37 @@ int64_t check_column_duals(int64_t n, int64_t m, const int64_t* x, const double*
   return bad;
 }
 
-// One certificate pass: the rows with an entry below u_i - tol, and for each up to `keep` of
-// its most negative entries (as edges to add). Returns the number of violating rows.
+// One certificate pass over the rows in `subset` (all rows when null): the rows with an entry
+// below u_i - tol, and for each up to `keep` of its most negative entries (as edges to add).
+// Returns the number of violating rows.
 template <typename T>
 int64_t certificate_pass(const DenseRows<T>& c, const int64_t* x, const double* v, double tol,
-                         int64_t keep, const Workers& workers, std::vector<int64_t>& rows,
+                         int64_t keep, const Workers& workers,
+                         const std::vector<int64_t>* subset, std::vector<int64_t>& rows,
                          std::vector<int32_t>& cols, int64_t* violations_per_row) {
-  const int64_t n = c.n, m = c.m, blocks = std::max<int64_t>(1, std::min(workers.count, n));
+  const int64_t n = c.n, m = c.m;
+  const int64_t count = subset != nullptr ? static_cast<int64_t>(subset->size()) : n;
+  const int64_t blocks = std::max<int64_t>(1, std::min(workers.count, count));
   std::vector<std::vector<std::pair<int64_t, int32_t>>> found(blocks);
   std::vector<int64_t> bad_rows(blocks, 0);
   workers.run(blocks, [&](int64_t b0, int64_t b1) {
     std::vector<double> val(keep);
     std::vector<int32_t> idx(keep);
     for (int64_t b = b0; b < b1; ++b) {
-      for (int64_t i = block_begin(b, blocks, n); i < block_begin(b + 1, blocks, n); ++i) {
+      for (int64_t k = block_begin(b, blocks, count); k < block_begin(b + 1, blocks, count); ++k) {
+        const int64_t i = subset != nullptr ? (*subset)[k] : k;
         const T* ci = c.row(i);
         const double u = static_cast<double>(ci[x[i]]) - v[x[i]];
-        int64_t count = 0;
-        if (row_min(ci, v, m) - u < -tol) {
+        int64_t violations = 0;
+        bool finite;
+        if (row_min(ci, v, m, finite) - u < -tol) {
           SmallestK worst{val.data(), idx.data(), keep, 0, -tol};
           offer_row(ci, v, m, u, worst);
-          for (int64_t j = 0; j < m; ++j) count += static_cast<double>(ci[j]) - v[j] - u < -tol;
+          for (int64_t j = 0; j < m; ++j) violations += static_cast<double>(ci[j]) - v[j] - u < -tol;
           for (int64_t t = 0; t < worst.size; ++t) found[b].emplace_back(i, idx[t]);
           ++bad_rows[b];
         }
-        if (violations_per_row != nullptr) violations_per_row[i] = count;
+        if (violations_per_row != nullptr) violations_per_row[i] = violations;
       }
     }
   });
@@ -366,10 +380,7 @@ bool solve_lap_certified(const DenseRows<T>& c, const CertifiedOptions& options,
   }
   std::vector<double> v0;
   double max_abs = 0.0;
-  if (!column_means(c, workers, v0, max_abs)) {
-    st.declined = true;  // +inf (forbidden pairs), NaN or -inf: the dense path handles those
-    return false;
-  }
+  column_means(c, workers, v0, max_abs);
   int64_t k_row, k_col;
   default_list_lengths(n, m, k_row, k_col);
   if (options.row_candidates > 0) k_row = options.row_candidates;
@@ -378,7 +389,10 @@ bool solve_lap_certified(const DenseRows<T>& c, const CertifiedOptions& options,
   std::vector<int64_t> rows;
   std::vector<int32_t> cols;
   std::vector<double> costs;
-  candidate_edges(c, v0, k_row, k_col, workers, rows, cols);
+  if (!candidate_edges(c, v0, k_row, k_col, workers, rows, cols)) {
+    st.declined = true;  // +inf (forbidden pairs), NaN or -inf: the dense path handles those
+    return false;
+  }
   if (!options.force && !candidates_spread(cols.data(), n * std::min(k_row, m), n, m)) {
     st.declined = true;
     return false;
@@ -415,16 +429,20 @@ bool solve_lap_certified(const DenseRows<T>& c, const CertifiedOptions& options,
     st.fell_back = true;
     return false;
   }
-
   const int64_t keep = std::max<int64_t>(k_row, 8);
+  bool warm = false;
   for (int64_t round = 0;; ++round) {
     const double tol =
         certificate_tolerance(dual_scale(c, jv.x().data(), jv.v().data(), max_abs));
     std::vector<int64_t> new_rows;
     std::vector<int32_t> new_cols;
     ++st.rounds;
+    // After a warm repair only the rows whose dual went up can fail; the first pass, and any
+    // after a cold restart, reads every row.
+    const std::vector<int64_t> raised = jv.take_raised_rows();
     const int64_t bad_rows = certificate_pass(c, jv.x().data(), jv.v().data(), tol, keep,
-                                              workers, new_rows, new_cols, nullptr);
+                                              workers, warm ? &raised : nullptr, new_rows,
+                                              new_cols, nullptr);
     const int64_t bad_cols = check_column_duals(n, m, jv.x().data(), jv.v().data(), tol);
     st.violations += static_cast<int64_t>(new_rows.size()) + bad_cols;
     if (bad_rows == 0 && bad_cols == 0) break;
@@ -441,10 +459,12 @@ bool solve_lap_certified(const DenseRows<T>& c, const CertifiedOptions& options,
       // edges, so the search continues from the current duals.
       for (int64_t i : new_rows) jv.free_row(i);
       stuck = jv.solve_warm();
+      warm = true;
     } else {
       // Rectangular: a freed column would keep a negative dual, which optimality forbids for
       // unassigned columns when n < m; start over on the larger graph.
       stuck = jv.solve_cold();
+      warm = false;
     }
     if (!solve_until_matched(stuck)) {
       st.fell_back = true;
@@ -468,7 +488,7 @@ void certify(const DenseRows<T>& c, const int64_t* x, const double* v, double to
   }
   std::vector<int64_t> rows;
   std::vector<int32_t> cols;
-  certificate_pass(c, x, v, tol, 1, workers, rows, cols, violations_per_row);
+  certificate_pass(c, x, v, tol, 1, workers, nullptr, rows, cols, violations_per_row);
   *bad_columns = check_column_duals(c.n, c.m, x, v, tol);
 }
 

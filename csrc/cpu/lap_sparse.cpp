@@ -57,7 +57,16 @@ SparseCost build_sparse_cost(int64_t n, int64_t m, const std::vector<int64_t>& r
 
 SparseJV::SparseJV(const SparseCost* cost)
     : c_(cost), n_(cost->n), m_(cost->m), x_(n_, -1), y_(m_, -1), v_(m_, 0.0), dist_(m_, kInf),
-      pred_(m_, -1), settled_(m_, 0) {}
+      pred_(m_, -1), settled_(m_, 0), raised_(n_, 0) {}
+
+std::vector<int64_t> SparseJV::take_raised_rows() {
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < n_; ++i) {
+    if (raised_[i]) rows.push_back(i);
+  }
+  std::fill(raised_.begin(), raised_.end(), 0);
+  return rows;
+}
 
 double SparseJV::own_cost(int64_t i) const {
   const int64_t j = x_[i];
@@ -366,7 +375,11 @@ bool SparseJV::augment(int64_t f) {
     relax(i, d, own_cost(i) - v_[j]);
   }
   if (sink >= 0) {
-    for (int64_t j : settled_list_) v_[j] -= delta - dist_[j];
+    raised_[f] = 1;
+    for (int64_t j : settled_list_) {
+      v_[j] -= delta - dist_[j];
+      if (y_[j] >= 0) raised_[y_[j]] = 1;
+    }
     for (int64_t j = sink;;) {
       const int64_t i = pred_[j];
       y_[j] = i;

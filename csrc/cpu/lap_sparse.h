@@ -53,6 +53,11 @@ class SparseJV {
   // minimum among their edges are freed, so every assigned row is tight.
   void set_state(const int64_t* x, const double* v);
 
+  // The rows whose dual u_i = c_{i,x_i} - v_{x_i} went up since the last call (the roots and
+  // rows of the search trees), ascending, and forgets them: only their entries can have turned
+  // negative, as every other v only went down.
+  std::vector<int64_t> take_raised_rows();
+
   const std::vector<int64_t>& x() const { return x_; }
   const std::vector<double>& v() const { return v_; }
 
@@ -74,6 +79,7 @@ class SparseJV {
   std::vector<int64_t> pred_;
   std::vector<char> settled_;
   std::vector<int64_t> touched_, settled_list_;
+  std::vector<char> raised_;
 };
 
 // The threads a dense pass may use: run(count, body) calls body(begin, end) over [0, count),
