@@ -36,8 +36,8 @@ def test_cuda_and_cpu_pools_differ_and_torch_version_counts(monkeypatch):
 
 
 def test_agreement_check_names_the_devices():
-    desc, error = distributed._descriptor(torch.randn(3, 4), None, "assign", 2, None, "fp32", {},
-                                          torch.Generator().manual_seed(0))
+    desc, error = distributed._descriptor(torch.randn(3, 4), None, None, "assign", 2, None,
+                                          "fp32", {}, torch.Generator().manual_seed(0))
     assert error is None
     table = torch.stack([desc, desc.clone()])
     distributed._check_agreement(table, None)  # identical ranks pass
