@@ -118,7 +118,9 @@ if want_cuda(cuda_home):
             depends=sources("csrc/cuda", ".cuh"),
             library_dirs=[str(Path(cuda_home, "lib64"))],
             libraries=["cudart_static", "rt", "dl", "pthread"],
-            extra_compile_args={"cxx": cxx_flags + ["-DUSE_CUDA"], "nvcc": nvcc_flags},
+            extra_compile_args={"cxx": cxx_flags + ["-DUSE_CUDA", "-DIMMISCIBLE_SASS_ARCHS="
+                                                    + ",".join(re.sub(r"\D", "", a) for a in archs if a)],
+                                "nvcc": nvcc_flags},
             # On glibc < 2.34 the pinned functions live in these three libraries, not libc.so.6:
             # they are named as NEEDED even though this glibc's copies are empty stubs.
             extra_link_args=HIDE_STATIC + [f"-Wl,--wrap={name}" for name in GLIBC_WRAPPED] + [

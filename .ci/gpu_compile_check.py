@@ -1,7 +1,7 @@
 """The GPU code compiled for its real targets, without a GPU, and its resources checked.
 
 Triton: the kernels the launchers would run for a set of representative calls
-(`triton_distance._distance`, `knn.knn_noise_triton`), every autotune config the launcher's
+(`triton_distance._distance`, `triton_knn.knn_noise_triton`), every autotune config the launcher's
 pruning leaves in, compiled by `triton.compile` for sm_80, sm_90 and sm_100
 with Triton's bundled ptxas; registers, spills and stack from its `ptxas -v` log, shared
 memory from the kernel's metadata, tensor-core instructions counted in the PTX.
@@ -108,6 +108,8 @@ SUBSET = {
         (513, "float32", 1000), (4096, "float32", 1000), (64, "bfloat16", 1000),
     ],
     "targets": [80, 90, 100],
+    # Targets compiled for the fp8 accumulation check only: Ada must not get fp8 mma.sync.
+    "accumulation": {89: [("l2", "fp8", "float32", 1024, r"_sqdist_kernel 64x64x64")]},
 }
 FULL = {
     "distance": [(metric, precision, "float32", d)
@@ -117,6 +119,7 @@ FULL = {
     "knn": [(k, "float32", 1000) for k in (1, 2, 7, 16, 64, 100, 256, 512, 513, 1024, 4096)]
            + [(64, "float16", 1000), (64, "bfloat16", 1000)],
     "targets": [80, 90, 100, 120],
+    "accumulation": {89: [("l2", "fp8", "float32", d) for d in (1024, 1000)]},
 }
 N_ROWS = 1024
 
@@ -186,11 +189,11 @@ def collect_triton(plan):
     import torch
     from triton.backends.compiler import GPUTarget
 
-    from immiscible_ops import knn
     from immiscible_ops import triton_distance as td
+    from immiscible_ops import triton_knn as knn
 
     jobs, seen = [], {}
-    for cap in plan["targets"]:
+    for cap in sorted({*plan["targets"], *plan.get("accumulation", {})}):
         target = GPUTarget("cuda", cap, 32)
 
         def record(kernel, grid, args, kwargs, case, only=None, target=target, cap=cap):
@@ -211,13 +214,17 @@ def collect_triton(plan):
                 seen[key] = job
                 jobs.append(job)
 
-        for metric, precision, dtype, d, *only in plan["distance"]:
+        distance = list(plan["distance"]) if cap in plan["targets"] else []
+        distance += plan.get("accumulation", {}).get(cap, [])
+        for metric, precision, dtype, d, *only in distance:
             dt = getattr(torch, dtype)
             x, y = torch.empty(N_ROWS, d, dtype=dt), torch.empty(N_ROWS, d, dtype=dt)
             case = f"{metric} {precision} D={d}"
             td._distance(x, y, metric, precision, (cap // 10, cap % 10), False,
                          launch=lambda k, g, a, kw, case=case, only=only: record(k, g, a, kw, case, *only))
 
+        if cap not in plan["targets"]:
+            continue
         real = knn._knn_noise_kernel
         try:
             for k, dtype, d in plan["knn"]:
@@ -242,6 +249,15 @@ def _tc_instructions(ptx):
         if n:
             found.append(f"{name} x{n}")
     return ", ".join(found) or "-"
+
+
+def _accumulation(asm):
+    """How a kernel's dots accumulate: whether the PTX multiplies e4m3 operands on mma.sync or
+    wgmma, and the largest maxNumImpreciseAcc of its dots in the TTGIR (products summed in the
+    tensor core's own reduced-precision accumulator before an fp32 add; 0: none)."""
+    fp8 = re.search(r"\b(?:mma\.sync|wgmma\.mma_async)[\w.]*\.e4m3", asm["ptx"]) is not None
+    chunks = [int(v) for v in re.findall(r"maxNumImpreciseAcc = (\d+)", asm.get("ttgir", ""))]
+    return {"fp8_mma": fp8, "imprecise_acc": max(chunks, default=0)}
 
 
 def _parse_ptxas(log):
@@ -280,6 +296,7 @@ def compile_job(job):
                       seconds=time.perf_counter() - start)
         return result
     result.update(_parse_ptxas(log.getvalue()))
+    result.update(_accumulation(compiled.asm))
     result.update(shared=compiled.metadata.shared, tensor_cores=_tc_instructions(compiled.asm["ptx"]),
                   seconds=round(time.perf_counter() - start, 2))
     return result
@@ -351,8 +368,36 @@ def parse_nvcc_log(log):
 # Checks and the table
 
 
-def check(triton_rows, cuda_rows, targets):
-    problems = []
+def check_accumulation(rows, chunk):
+    """Problems with the fp8 distance kernels' accumulation: on sm_90 every fp8 wgmma must sum at
+    most `chunk` products in the tensor core's accumulator before an fp32 add (Triton's default
+    there is 2^30: the whole K loop); on sm_89 no fp8 mma.sync may run at all (Triton cannot
+    bound its accumulator). Also fails when the plan compiled no fp8 kernel for a target it
+    names, so the check cannot pass by checking nothing."""
+    problems, seen = [], {}
+    for r in rows:
+        if "error" in r or not any(" fp8 " in f" {c} " for c in r["cases"]):
+            continue
+        if r["kernel"] != "_sqdist_kernel" or r["target"] not in (89, 90):
+            continue
+        where = f"{r['kernel']} [{r['config']}] sm_{r['target']} ({'; '.join(r['cases'])})"
+        seen[r["target"]] = seen.get(r["target"], 0) + 1
+        if r["target"] == 90 and not (r.get("fp8_mma") and 0 < r.get("imprecise_acc", 0) <= chunk):
+            problems.append(f"fp8 accumulation: {where}: fp8 wgmma {r.get('fp8_mma')}, "
+                            f"maxNumImpreciseAcc {r.get('imprecise_acc')}; expected fp8 wgmma "
+                            f"with at most {chunk}")
+        if r["target"] == 89 and r.get("fp8_mma"):
+            problems.append(f"fp8 accumulation: {where}: fp8 mma.sync on sm_89, whose "
+                            "accumulator precision Triton does not control")
+    return problems, seen
+
+
+def check(triton_rows, cuda_rows, targets, fp8_targets=()):
+    from immiscible_ops.triton_distance import FP8_ACC_CHUNK
+
+    problems, seen = check_accumulation(triton_rows, FP8_ACC_CHUNK)
+    problems += [f"fp8 accumulation: no fp8 distance kernel compiled for sm_{t}"
+                 for t in fp8_targets if not seen.get(t)]
     for r in triton_rows:
         where = f"{r['kernel']} [{r['config']}] sm_{r['target']} ({'; '.join(r['cases'])})"
         if "error" in r:
@@ -464,6 +509,8 @@ def compile_all(plan, args):
     meta = {"command": "python .ci/gpu_compile_check.py" + (" --full" if args.full else ""),
             "date": time.strftime("%Y-%m-%d"), "triton": triton.__version__, "torch": torch.__version__,
             "nvcc": nvcc_version, "targets": plan["targets"], "jobs": args.jobs,
+            "fp8_targets": [] if args.no_triton or args.only else
+            sorted({*(t for t in plan["targets"] if t == 90), *plan.get("accumulation", {})}),
             "cpus": os.cpu_count(), "seconds": round(time.perf_counter() - start, 1), "cpu_seconds": round(cpu, 1)}
     return {"triton": triton_rows, "cuda": cuda_rows, "meta": meta}
 
@@ -491,7 +538,8 @@ def main(argv=None):
             plan["targets"] = [int(t) for t in args.targets.split(",")]
         run = compile_all(plan, args)
     triton_rows, cuda_rows, meta = run["triton"], run["cuda"], run["meta"]
-    problems = check(triton_rows, cuda_rows, meta["targets"])
+    fp8_targets = [t for t in (89, 90) if t in meta.get("fp8_targets", [])]
+    problems = check(triton_rows, cuda_rows, meta["targets"], fp8_targets)
     header = (f"`{meta['command']}` on {meta['date']}: triton {meta['triton']} (bundled ptxas), torch "
               f"{meta['torch']}{', nvcc ' + meta['nvcc'] if meta['nvcc'] else ''}; "
               f"{len(triton_rows)} Triton kernels, {len(cuda_rows)} CUDA kernel builds, "

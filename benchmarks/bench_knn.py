@@ -16,7 +16,7 @@ import statistics
 
 import torch
 
-from immiscible_ops import immiscible_noise, knn
+from immiscible_ops import immiscible_noise, knn, reference
 from immiscible_ops.bench import time_ms
 
 
@@ -44,7 +44,7 @@ def recipe_row(args):
         ("torch recipe: randn + norm + argmin", lambda: recipe_select(draw(3))),
         ("immiscible_noise(knn), CPU path", lambda: immiscible_noise(
             x, method="knn", k=k, generator=torch.Generator().manual_seed(3))),
-        ("Philox reference (the CPU path before)", lambda: knn.knn_noise_reference(x, k, seed)),
+        ("Philox reference (the CPU path before)", lambda: reference.knn_noise_reference(x, k, seed)),
         ("recipe selection only (given c)", lambda: recipe_select(cand)),
         ("immiscible_noise(candidates=c)", lambda: immiscible_noise(x, method="knn", candidates=cand)),
     ]
@@ -97,14 +97,17 @@ def main():
     fused_name = "fused_triton" if device.type == "cuda" or args.interpret else "fused_reference_cpu"
 
     def fused():
-        if fused_name == "fused_triton":
-            return knn.knn_noise_triton(x, args.k, seed)
-        return knn.knn_noise_reference(x, args.k, seed)
+        if device.type == "cuda":  # the operator, as users call it: the Triton kernel on CUDA
+            return torch.ops.immiscible.knn_noise(x, args.k, seed)
+        if args.interpret:
+            from immiscible_ops import triton_knn
+            return triton_knn.knn_noise_triton(x, args.k, seed)
+        return reference.knn_noise_reference(x, args.k, seed)
 
     gen = torch.Generator(device=device).manual_seed(2)
 
     def materialized():
-        return knn.knn_noise_materialized(x, args.k, generator=gen)
+        return reference.knn_noise_materialized(x, args.k, generator=gen)
 
     print(f"device={torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} "
           f"B={args.batch} k={args.k} D={args.dim} dtype={args.dtype} repeats={args.repeats}")

@@ -1,35 +1,71 @@
 #!/usr/bin/env bash
-# One GPU round on a machine with no network: install (carried wheel, else build from source),
-# run the whole test suite including the CUDA tests, compute-sanitizer on small cases, and the
-# GPU benchmarks. Logs, JSON and a markdown summary go to $OUT (default ./gpu_round_out).
+# One GPU round on a machine with no network, sized to ONE device call of 9 minutes on one H100
+# (the default profile, "round"). Stages in this order, each under its own time limit and all of
+# them under ROUND_BUDGET seconds (default 540; a stage gets what is left when its turn comes):
+#   install   the carried wheel (wheelhouse/immiscible_ops-*.whl) into a private target: seconds;
+#             without one, a build from source for sm_90 (minutes: carry the wheel)   T_BUILD=300
+#   test      the CUDA and Triton tests only (pytest -k cuda over the files that have CUDA
+#             tests; the CPU suite runs in CI)                                          T_TEST=150
+#   sanitize  compute-sanitizer memcheck and racecheck on small cases: both auction regimes,
+#             the distance kernels (fp32/fp16/fp8) and knn                        T_SANITIZE=45 each
+#   bench     benchmarks/bench_gpu.py --check with every contender it has (the GPU goals:
+#             assign at B=1024/4096/16384, batched small problems, the scipy recipe, distance
+#             throughput) T_BENCH=180, then benchmarks/bench_knn.py at its default size T_KNN=45
+# Dropped to fit, run by PROFILE=full (about 25 minutes): the whole pytest suite, synccheck, and
+# stage "bounds" (a second build with __launch_bounds__(512, 1), timed against the installed one).
+# Without a GPU every stage starts and reports "skipped (no GPU)": the dry run that
+# tests/build/test_gpu_round_dry_run.py keeps working. Logs, JSON and summary.md go to $OUT
+# (at most 8 files: summary.md env.txt build.log pytest.log sanitizer.log bench.log bench.json
+# bench.md).
 #
-#   bash benchmarks/gpu_round.sh                 # everything
-#   STAGES="install test bench" bash benchmarks/gpu_round.sh
-#   STAGES="install bounds" bash benchmarks/gpu_round.sh   # the auction's launch bounds only
+#   bash benchmarks/gpu_round.sh                          # the 9-minute round
+#   PROFILE=full bash benchmarks/gpu_round.sh             # everything
+#   STAGES="install test" bash benchmarks/gpu_round.sh    # a subset
 #
 # Carry a wheel built on a CPU machine with nvcc:
-#   IMMISCIBLE_BUILD_CUDA=1 pip wheel --no-build-isolation --no-deps . -w wheelhouse
-# Each stage has its own time limit (seconds): T_BUILD, T_TEST, T_SANITIZE, T_BENCH, T_BOUNDS.
-# Stage "bounds" settles the auction kernels' __launch_bounds__ (docs/GPU.md "Resources"): the
-# installed module ((512): 64 registers, spills, two blocks per SM) against a build with
-# IMMISCIBLE_CUDA_MIN_BLOCKS=1 ((512, 1): up to 128 registers, no spills, one block per SM), the
-# same solves timed side by side; a carried wheelhouse/min1/immiscible_ops-*.whl skips the build.
+#   IMMISCIBLE_BUILD_CUDA=1 IMMISCIBLE_CUDA_ARCHS=90 pip wheel --no-build-isolation --no-deps . -w wheelhouse
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-$REPO/gpu_round_out}"
 PY="${PYTHON:-python3}"
-STAGES="${STAGES:-install test sanitize bench bounds}"
+PROFILE="${PROFILE:-round}"
+if [[ "$PROFILE" == full ]]; then
+  STAGES="${STAGES:-install test sanitize bench bounds}"
+  ROUND_BUDGET="${ROUND_BUDGET:-3600}"
+else
+  STAGES="${STAGES:-install test sanitize bench}"
+  ROUND_BUDGET="${ROUND_BUDGET:-540}"
+fi
 WORK="$(mktemp -d /tmp/immiscible_round.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 SUMMARY="$OUT/summary.md"
 : >"$SUMMARY"
+START=$SECONDS
 
 note() { echo "$*" | tee -a "$SUMMARY"; }
 want() { [[ " $STAGES " == *" $1 "* ]]; }
+# Seconds a stage may run: its own limit, cut to what is left of the round (15 s are kept for
+# the summary); 0 when nothing is left.
+budget() {
+  local left=$((ROUND_BUDGET - (SECONDS - START) - 15))
+  ((left < 0)) && left=0
+  echo $(($1 < left ? $1 : left))
+}
+HAVE_GPU=0
+"$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null && HAVE_GPU=1
+# Announces a stage; false (the stage is skipped, the round goes on) without a GPU or time.
+stage() {
+  local name=$1 limit=$2
+  note "stage $name: start (limit ${limit} s, $((SECONDS - START)) s into the round)"
+  if [[ $HAVE_GPU -ne 1 ]]; then note "stage $name: skipped (no GPU)"; return 1; fi
+  if [[ $limit -le 0 ]]; then note "stage $name: skipped (round budget spent)"; return 1; fi
+  return 0
+}
 
-note "# GPU round $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+note "# GPU round $(date -u +%Y-%m-%dT%H:%M:%SZ), profile $PROFILE, budget $ROUND_BUDGET s"
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1
   "$PY" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.is_available() and torch.cuda.get_device_name())"
@@ -38,41 +74,56 @@ note "# GPU round $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
 # ---- install: the carried wheel into a private target, else an in-place build -------------------
 if want install; then
-  wheel=$(ls "$REPO"/wheelhouse/immiscible_ops-*.whl 2>/dev/null | tail -1)
-  if [[ -n "$wheel" ]]; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" "$wheel" \
-      >"$OUT/build.log" 2>&1
-    rc=$?
-    export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
-    note "install: wheel $(basename "$wheel") rc=$rc"
-  else
-    (cd "$REPO" && IMMISCIBLE_BUILD_CUDA=1 IMMISCIBLE_CUDA_ARCHS="${IMMISCIBLE_CUDA_ARCHS:-90}" \
-      timeout "${T_BUILD:-480}" "$PY" setup.py build_ext --inplace) >"$OUT/build.log" 2>&1
-    rc=$?
-    export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-    note "install: built from source rc=$rc (tail of build.log below on failure)"
-    [[ $rc -ne 0 ]] && tail -20 "$OUT/build.log" | sed 's/^/    /' >>"$SUMMARY"
+  limit=$(budget "${T_BUILD:-300}")
+  if stage install "$limit"; then
+    wheel=$(ls "$REPO"/wheelhouse/immiscible_ops-*.whl 2>/dev/null | tail -1)
+    if [[ -n "$wheel" ]]; then
+      timeout "$limit" "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" \
+        "$wheel" >"$OUT/build.log" 2>&1
+      rc=$?
+      export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+      note "install: wheel $(basename "$wheel") rc=$rc"
+    else
+      (cd "$REPO" && IMMISCIBLE_BUILD_CUDA=1 IMMISCIBLE_CUDA_ARCHS="${IMMISCIBLE_CUDA_ARCHS:-90}" \
+        MAX_JOBS="${MAX_JOBS:-16}" timeout "$limit" "$PY" setup.py build_ext --inplace) >"$OUT/build.log" 2>&1
+      rc=$?
+      export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+      note "install: built from source rc=$rc (no wheel carried; tail of build.log below on failure)"
+      [[ $rc -ne 0 ]] && tail -20 "$OUT/build.log" | sed 's/^/    /' >>"$SUMMARY"
+    fi
+    # From a scratch folder, so that `import immiscible_ops` finds the installed package.
+    (cd "$WORK" && "$PY" -c "import immiscible_ops as m; print('immiscible_ops from', m.__file__, 'cuda kernels', m.HAS_CUDA_KERNELS)") \
+      2>&1 | tee -a "$SUMMARY"
   fi
-  # Run from a scratch folder so `import immiscible_ops` finds the installed package, not the tree.
-  "$PY" -c "import immiscible_ops as m; print('immiscible_ops from', m.__file__, 'cuda kernels', m.HAS_CUDA_KERNELS)" \
-    2>&1 | tee -a "$SUMMARY"
 fi
 cp -r "$REPO/tests" "$WORK/tests"
 [[ -f "$REPO/pyproject.toml" ]] && cp "$REPO/pyproject.toml" "$WORK/"
-cd "$WORK"
+cd "$WORK" || exit 1
 
-# ---- test: the whole suite, CUDA tests included ------------------------------------------------
+# ---- test: the CUDA and Triton tests (round), the whole suite (full) -----------------------------
 if want test; then
-  timeout "${T_TEST:-420}" "$PY" -m pytest -q -rs -p no:cacheprovider tests \
-    >"$OUT/pytest.log" 2>&1
-  rc=$?
-  note "test: rc=$rc  $(tail -1 "$OUT/pytest.log")"
-  grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -20 | sed 's/^/    /' >>"$SUMMARY"
+  limit=$(budget "${T_TEST:-150}")
+  if stage test "$limit"; then
+    if [[ "$PROFILE" == full ]]; then
+      selection=(tests)
+    else
+      # The operators' tests; -k cuda keeps the CUDA ones (and the few CPU ones so named): the
+      # solver, distance, knn, opcheck of every op on CUDA.
+      selection=(tests/ops -k cuda)
+    fi
+    timeout "$limit" "$PY" -m pytest -q -rs -p no:cacheprovider "${selection[@]}" \
+      >"$OUT/pytest.log" 2>&1
+    rc=$?
+    note "test: rc=$rc  $(tail -1 "$OUT/pytest.log")"
+    grep -E "^(FAILED|ERROR)" "$OUT/pytest.log" | head -20 | sed 's/^/    /' >>"$SUMMARY"
+  fi
 fi
 
-# ---- sanitize: memcheck and racecheck on small cases of both regimes ---------------------------
+# ---- sanitize: compute-sanitizer on small cases ---------------------------------------------------
 if want sanitize; then
-  cat >"$WORK/sanitize_case.py" <<'EOF'
+  tools="memcheck racecheck"
+  [[ "$PROFILE" == full ]] && tools="memcheck racecheck synccheck"
+  cat >"$WORK/sanitize_case.py" <<'CASE'
 import os, torch, immiscible_ops
 torch.manual_seed(0)
 for regime in ("block", "grid"):
@@ -85,33 +136,51 @@ for regime in ("block", "grid"):
     x = torch.randn(50, 128, device="cuda")
     immiscible_ops.assign(x, torch.randn(60, 128, device="cuda"), validate=False)
     torch.cuda.synchronize()
+for precision in ("fp32", "fp16", "fp8"):
+    immiscible_ops.pairwise_distance(torch.randn(2, 33, 70, device="cuda"),
+                                     torch.randn(41, 70, device="cuda"), precision=precision)
+immiscible_ops.knn_noise(torch.randn(7, 3, 11, device="cuda"), 9)
+torch.cuda.synchronize()
 print("sanitize case done")
-EOF
+CASE
   : >"$OUT/sanitizer.log"
-  if command -v compute-sanitizer >/dev/null; then
-    for tool in memcheck racecheck synccheck; do
-      echo "=== $tool" >>"$OUT/sanitizer.log"
-      timeout "${T_SANITIZE:-240}" compute-sanitizer --tool "$tool" --error-exitcode 9 \
-        --target-processes all "$PY" "$WORK/sanitize_case.py" >>"$OUT/sanitizer.log" 2>&1
+  for tool in $tools; do
+    limit=$(budget "${T_SANITIZE:-45}")
+    stage "sanitize-$tool" "$limit" || continue
+    if ! command -v compute-sanitizer >/dev/null; then
+      note "sanitize $tool: compute-sanitizer not found"
+      continue
+    fi
+    echo "=== $tool" >>"$OUT/sanitizer.log"
+    timeout "$limit" compute-sanitizer --tool "$tool" --error-exitcode 9 \
+      --target-processes all "$PY" "$WORK/sanitize_case.py" >>"$OUT/sanitizer.log" 2>&1
+    rc=$?
+    note "sanitize $tool: rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+  done
+fi
+
+# ---- bench: the GPU goals -------------------------------------------------------------------------
+if want bench; then
+  limit=$(budget "${T_BENCH:-180}")
+  if stage bench "$limit"; then
+    # Every contender bench_gpu.py has, with fewer repeats than its default to fit the round.
+    timeout "$limit" "$PY" "$REPO/benchmarks/bench_gpu.py" --check --repeats "${BENCH_REPEATS:-10}" \
+      --json "$OUT/bench.json" --markdown "$OUT/bench.md" >"$OUT/bench.log" 2>&1
+    rc=$?
+    note "bench: rc=$rc"
+    if [[ -s "$OUT/bench.md" ]]; then cat "$OUT/bench.md" >>"$SUMMARY"; else tail -20 "$OUT/bench.log" >>"$SUMMARY"; fi
+    limit=$(budget "${T_KNN:-45}")
+    if [[ $limit -gt 0 ]]; then
+      echo "=== bench_knn" >>"$OUT/bench.log"
+      timeout "$limit" "$PY" "$REPO/benchmarks/bench_knn.py" >>"$OUT/bench.log" 2>&1
       rc=$?
-      note "sanitize $tool: rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1)"
-    done
-  else
-    note "sanitize: compute-sanitizer not found"
+      note "bench_knn: rc=$rc $(grep -E 'speedup' "$OUT/bench.log" | tail -1)"
+    fi
   fi
 fi
 
-# ---- bench -------------------------------------------------------------------------------------
-if want bench; then
-  timeout "${T_BENCH:-420}" "$PY" "$REPO/benchmarks/bench_gpu.py" --check \
-    --json "$OUT/bench.json" --markdown "$OUT/bench.md" >"$OUT/bench.log" 2>&1
-  rc=$?
-  note "bench: rc=$rc"
-  if [[ -s "$OUT/bench.md" ]]; then cat "$OUT/bench.md" >>"$SUMMARY"; else tail -20 "$OUT/bench.log" >>"$SUMMARY"; fi
-fi
-
 # ---- bounds: __launch_bounds__(512) (installed) against (512, 1), the same solves ---------------
-if want bounds; then
+if want bounds && stage bounds "$(budget "${T_BOUNDS:-600}")"; then
   MIN1="$WORK/min1"
   wheel1=$(ls "$REPO"/wheelhouse/min1/immiscible_ops-*.whl 2>/dev/null | tail -1)
   if [[ -n "$wheel1" ]]; then
@@ -191,5 +260,6 @@ for k in sorted({k for r in runs.values() for k in r}):
 EOF
 fi
 
+note "round: $((SECONDS - START)) s of $ROUND_BUDGET (profile $PROFILE)"
 echo
 cat "$SUMMARY"

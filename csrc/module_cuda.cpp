@@ -14,9 +14,25 @@ PyObject* cuda_versions(PyObject*, PyObject*) {
   return Py_BuildValue("(ii)", CUDART_VERSION, driver);
 }
 
+// The architectures compiled to machine code (setup.py's IMMISCIBLE_CUDA_ARCHS); any other GPU
+// JIT-compiles the embedded PTX, which needs a driver at least as new as CUDART_VERSION.
+#ifndef IMMISCIBLE_SASS_ARCHS
+#define IMMISCIBLE_SASS_ARCHS 80, 90
+#endif
+PyObject* sass_archs(PyObject*, PyObject*) {
+  constexpr int archs[] = {IMMISCIBLE_SASS_ARCHS};
+  constexpr Py_ssize_t count = sizeof(archs) / sizeof(archs[0]);
+  PyObject* out = PyTuple_New(count);
+  if (out == nullptr) return nullptr;
+  for (Py_ssize_t i = 0; i < count; ++i) PyTuple_SetItem(out, i, PyLong_FromLong(archs[i]));
+  return out;
+}
+
 PyMethodDef methods[] = {
     {"cuda_versions", cuda_versions, METH_NOARGS,
      "(runtime, driver) CUDA versions: the runtime linked in, the driver installed (0: none)."},
+    {"sass_archs", sass_archs, METH_NOARGS,
+     "The compute capabilities compiled to machine code, e.g. (80, 90)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

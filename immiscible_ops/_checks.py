@@ -1,10 +1,10 @@
-"""Input validation of every public surface of the package, in one place: ValueError, the
-argument named. Sections below, one per surface: the operators (ops.py, and their fake kernels),
+"""Input validation of every public surface of the package, in one place: ValueError, the argument
+named. Sections below, one per surface: the operators (ops.py, and their fake kernels),
 immiscible_noise (noise.py), the KNN noise functions (knn.py), the global assignment
-(distributed.py), the torchcfm sampler (integrations/torchcfm.py) and auction_on_host
-(testing.py). Two surfaces keep their own checks, for a reason: scipy_compat raises scipy's own
-exceptions and messages (its contract is scipy's), and the trainer's Config.validate checks a
-run's configuration, not a call's arguments.
+(distributed.py), C2OT's sampler (integrations/c2ot.py), the torchcfm sampler
+(integrations/torchcfm.py) and auction_on_host (testing.py). Two surfaces keep their own checks,
+for a reason: scipy_compat raises scipy's own exceptions and messages (its contract is scipy's),
+and the trainer's Config.validate checks a run's configuration, not a call's arguments.
 
 Shape and dtype checks need no data. Value faults (NaN, -inf, infeasible) are found by the
 solver kernels themselves and come back as a status tensor; reading it (`check_status`) is the
@@ -20,6 +20,7 @@ import torch
 METRICS = ("l2", "sqeuclidean", "l1")
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 SOLVERS = ("auto", "exact", "auction", "certified")
+CONDITION_METRICS = ("cosine", "sqeuclidean")
 # Philox seeds (knn.py) and the seed rank 0 draws for a global pool (distributed.py): int64
 # in [0, 2^63), the range torch.randint can draw without overflowing int64.
 SEED_HIGH = 2**63 - 1
@@ -147,8 +148,45 @@ def check_pair(x: torch.Tensor, y: torch.Tensor, metric: str, precision: str) ->
 # Operators (ops.py)
 
 
-def check_assign(x, noise, metric, precision, solver, tol, groups) -> None:
-    """assign(x [B, ...], noise [K, ...], groups [B]?)."""
+def check_conditions(x: torch.Tensor, conditions, weight, target_r, metric) -> None:
+    """conditions [B, ...] floating on x's device, with exactly one of weight >= 0 or
+    target_r in (0, 1]; shape, dtype and options only (NaN needs the data: check_finite)."""
+    if conditions is None:
+        for name, value in (("condition_weight", weight), ("condition_target_r", target_r)):
+            if value is not None:
+                raise ValueError(f"{name}: given without conditions")
+        return
+    if not isinstance(conditions, torch.Tensor):
+        raise ValueError(f"conditions: expected a tensor [B, ...], got {type(conditions).__name__}")
+    if conditions.dim() < 1 or conditions.shape[0] != x.shape[0]:
+        raise ValueError(f"conditions: expected shape [{x.shape[0]}, ...] (one condition per "
+                         f"image), got {tuple(conditions.shape)}")
+    if not conditions.is_floating_point():
+        raise ValueError("conditions: expected a floating-point tensor, got dtype "
+                         f"{conditions.dtype}")
+    if conditions.device != x.device:
+        raise ValueError(f"conditions: on {conditions.device}, x on {x.device}")
+    if (weight is None) == (target_r is None):
+        raise ValueError("condition_weight, condition_target_r: give exactly one (a fixed "
+                         "weight w, or the target fraction r that chooses w), got "
+                         f"{weight!r} and {target_r!r}")
+    if weight is not None and not (weight >= 0 and math.isfinite(weight)):
+        raise ValueError(f"condition_weight: expected a finite number >= 0, got {weight!r}")
+    if target_r is not None and not (0 < target_r <= 1):
+        raise ValueError(f"condition_target_r: expected a fraction in (0, 1], got {target_r!r}")
+    check_choice("condition_metric", metric, CONDITION_METRICS)
+
+
+def check_finite(name: str, t: torch.Tensor) -> None:
+    """Reads the data (a GPU sync): raises if t holds NaN or +-inf."""
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name}: contains NaN or inf")
+
+
+def check_assign(x, noise, metric, precision, solver, tol, groups, conditions=None,
+                 condition_weight=None, condition_target_r=None,
+                 condition_metric="cosine") -> None:
+    """assign(x [B, ...], noise [K, ...], groups [B]?, conditions [B, ...]?)."""
     if x.dim() < 1 or noise.dim() < 1:
         raise ValueError("x, noise: expected a leading batch dimension")
     check_floating("x", x)
@@ -169,6 +207,7 @@ def check_assign(x, noise, metric, precision, solver, tol, groups) -> None:
     check_tol(tol)
     check_auction_budget(x.device, solver)
     check_groups(x, groups)
+    check_conditions(x, conditions, condition_weight, condition_target_r, condition_metric)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +215,8 @@ def check_assign(x, noise, metric, precision, solver, tol, groups) -> None:
 
 NOISE_METHODS = ("assign", "pool", "knn", "flip", "none")
 SCOPES = ("local", "global")
-ASSIGN_KWARGS = ("metric", "precision", "solver", "tol", "validate")
+ASSIGN_KWARGS = ("metric", "precision", "solver", "tol", "validate", "condition_weight",
+                 "condition_target_r", "condition_metric")
 KNN_METRICS = ("l2", "sqeuclidean")  # same argmin
 
 
@@ -205,7 +245,7 @@ def check_assign_kwargs(assign_kwargs: dict) -> None:
     unknown = sorted(set(assign_kwargs) - set(ASSIGN_KWARGS))
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown keyword argument; expected k, pool_factor, "
-                         f"pool_size, candidates, distance_dtype, groups or one of "
+                         f"pool_size, candidates, distance_dtype, groups, conditions or one of "
                          f"{', '.join(ASSIGN_KWARGS)}")
 
 
@@ -241,10 +281,21 @@ def check_seed(value: int) -> None:
         raise ValueError(f"seed: expected an integer in [0, 2^63), got {value}")
 
 
-def check_seed_tensor(seed: torch.Tensor) -> None:
+def check_seed_tensor(seed) -> None:
+    """A Philox seed as the knn_noise operator takes it: int64 [1], its value read on the device."""
+    if not isinstance(seed, torch.Tensor):
+        raise ValueError(f"seed: expected an int64 tensor of one element, got "
+                         f"{type(seed).__name__}")
     if seed.numel() != 1 or seed.dtype != torch.int64:
         raise ValueError(f"seed: expected an int64 tensor of one element, got {seed.dtype} "
                          f"shape {tuple(seed.shape)}")
+
+
+def seed_value(seed) -> int:
+    """The seed (an int or a one-element tensor) as an int in [0, 2^63)."""
+    value = int(seed.reshape(-1)[0].item()) if isinstance(seed, torch.Tensor) else int(seed)
+    check_seed(value)
+    return value
 
 
 def check_distance_dtype(distance_dtype) -> None:
@@ -292,7 +343,8 @@ def check_cost_precision(cost_precision) -> None:
                          f"got {cost_precision!r}")
 
 
-def check_global(x, groups, method, pool_factor, pool_size, cost_precision, kwargs) -> None:
+def check_global(x, groups, method, pool_factor, pool_size, cost_precision, kwargs,
+                 conditions=None) -> None:
     """immiscible_noise_global's arguments on one rank (agreement across ranks is checked after
     the descriptors are exchanged)."""
     if method not in GLOBAL_METHODS:
@@ -316,6 +368,61 @@ def check_global(x, groups, method, pool_factor, pool_size, cost_precision, kwar
     if x.dim() - 1 > GLOBAL_MAX_DIMS:
         raise ValueError(f"x: at most {GLOBAL_MAX_DIMS} dims after the batch, got {x.dim() - 1}")
     check_groups(x, groups)
+    check_conditions(x, conditions, kwargs.get("condition_weight"),
+                     kwargs.get("condition_target_r"), kwargs.get("condition_metric", "cosine"))
+
+
+# ---------------------------------------------------------------------------------------------
+# C2OT's sampler (integrations/c2ot.py)
+
+# C2OT's norm names -> this package's metric names
+C2OT_X_NORMS = {"l2_squared": "sqeuclidean", "l2": "l2"}
+C2OT_CONDITION_NORMS = {"cosine": "cosine", "l2_squared": "sqeuclidean"}
+
+
+def check_c2ot_sampler(condition_weight, target_r, max_num_iter, target_r_tol, x_norm,
+                       condition_norm, solver) -> None:
+    """OTConditionalPlanSampler's constructor (C2OT's arguments, and ours: solver)."""
+    check_choice("x_norm", x_norm, tuple(C2OT_X_NORMS))
+    check_choice("condition_norm", condition_norm, tuple(C2OT_CONDITION_NORMS))
+    check_choice("solver", solver, ("auto", "exact", "auction"))
+    check_positive_int("max_num_iter", max_num_iter, "C2OT's search iterations")
+    if not target_r_tol > 0:
+        raise ValueError(f"target_r_tol: expected a positive tolerance, got {target_r_tol!r}")
+    if condition_weight is not None and not condition_weight >= 0:
+        raise ValueError(f"condition_weight: expected a number >= 0, got {condition_weight!r}")
+    if target_r is not None and not 0 < target_r <= 1:
+        raise ValueError(f"target_r: expected a fraction in (0, 1], got {target_r!r}")
+
+
+def check_c2ot_plan(x0, x1, y0, y1, condition_aware: bool) -> None:
+    """sample_plan_with_labels(x0 [N, ...], x1 [N, ...], y0, y1 [N, ...]); reads y0 and y1 for
+    NaN when the plan is condition-aware (the solve synchronizes anyway)."""
+    for name, t in (("x0", x0), ("x1", x1)):
+        if not isinstance(t, torch.Tensor) or t.dim() < 1:
+            raise ValueError(f"{name}: expected a tensor [N, ...]")
+        check_floating(name, t)
+    if x0.shape[0] != x1.shape[0] or x0.shape[1:] != x1.shape[1:]:
+        raise ValueError(f"x1: shape {tuple(x1.shape)} differs from x0's {tuple(x0.shape)}; "
+                         "a permutation plan needs equal batches")
+    if x0.device != x1.device:
+        raise ValueError(f"x1: on {x1.device}, x0 on {x0.device}")
+    if not condition_aware:
+        return
+    if y0 is None or y1 is None:
+        raise ValueError("y0, y1: the condition-aware plan needs both conditions")
+    for name, y in (("y0", y0), ("y1", y1)):
+        if not isinstance(y, torch.Tensor) or y.dim() < 1 or y.shape[0] != x0.shape[0]:
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"{name}: expected [{x0.shape[0]}, ...] (one condition per "
+                             f"sample), got {shape}")
+        if y.device != x0.device:
+            raise ValueError(f"{name}: on {y.device}, x0 on {x0.device}")
+        if y.is_complex():
+            raise ValueError(f"{name}: expected real conditions, got dtype {y.dtype}")
+        check_finite(name, y.float())
+    if y0[0].numel() != y1[0].numel():
+        raise ValueError(f"y1: {y1[0].numel()} values per condition, y0 has {y0[0].numel()}")
 
 
 # ---------------------------------------------------------------------------------------------

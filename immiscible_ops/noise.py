@@ -42,7 +42,8 @@ def _global_active(process_group) -> bool:
 
 def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
                      generator: Optional[torch.Generator] = None,
-                     groups: Optional[torch.Tensor] = None, k: Optional[int] = None,
+                     groups: Optional[torch.Tensor] = None,
+                     conditions: Optional[torch.Tensor] = None, k: Optional[int] = None,
                      pool_factor: int = 2, pool_size: Optional[int] = None,
                      candidates: Optional[torch.Tensor] = None,
                      distance_dtype: Optional[torch.dtype] = None,
@@ -54,16 +55,19 @@ def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
     on the CPU measured as torch.linalg.vector_norm in distance_dtype (default: the candidates'
     and x's promoted dtype), lowest index on ties (knn.select_nearest). groups [B]: class labels,
     images take noise from their class's share (ignored by "knn", whose candidates are per
-    image); other keywords go to `assign`. scope "global": one assignment for the whole
-    torch.distributed job (`process_group`, immiscible_ops.distributed; cost_precision= applies
-    there), the local solve without an initialized group or with one process; "local" (default):
-    each rank on its own."""
+    image); conditions [B, ...] with condition_weight= or condition_target_r= (and
+    condition_metric=): the C2OT cost, noise slot j carrying image j's condition (ignored by "knn"
+    and "none", which couple nothing); other keywords go to `assign`. scope "global": one
+    assignment for the whole torch.distributed job (`process_group`,
+    immiscible_ops.distributed; cost_precision= applies there), the local solve without an
+    initialized group or with one process; "local" (default): each rank on its own."""
     _checks.check_noise_options(method, scope, candidates, distance_dtype, pool_size)
     if scope == "global" and method in _checks.GLOBAL_METHODS and _global_active(process_group):
         from immiscible_ops.distributed import immiscible_noise_global
 
         noise = immiscible_noise_global(x, group=process_group, method=method,
                                         generator=generator, groups=groups,
+                                        conditions=conditions,
                                         pool_factor=pool_factor, pool_size=pool_size,
                                         **assign_kwargs)
         return _like(x, noise)
@@ -71,6 +75,9 @@ def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
     _checks.check_batch(x)
     _checks.check_positive_int("pool_factor", pool_factor, "noise pool of pool_factor * B draws")
     _checks.check_groups(x, groups)
+    _checks.check_conditions(x, conditions, assign_kwargs.get("condition_weight"),
+                             assign_kwargs.get("condition_target_r"),
+                             assign_kwargs.get("condition_metric", "cosine"))
 
     if method == "knn":
         _checks.check_knn_metric(assign_kwargs.get("metric", "l2"))
@@ -90,8 +97,9 @@ def immiscible_noise(x: torch.Tensor, *, method: str = "assign",
         # Reversing the flattened dims keeps every distance's distribution but breaks the
         # image-noise geometry the assignment would exploit.
         target = noise.reshape(pool, -1).flip(-1).reshape(noise.shape)
-        return _like(x, noise[assign(x, target, groups=groups, **assign_kwargs)])
-    return _like(x, noise[assign(x, noise, groups=groups, **assign_kwargs)])
+        return _like(x, noise[assign(x, target, groups=groups, conditions=conditions,
+                                     **assign_kwargs)])
+    return _like(x, noise[assign(x, noise, groups=groups, conditions=conditions, **assign_kwargs)])
 
 
 def _local_kwargs(scope: str, assign_kwargs: dict) -> dict:

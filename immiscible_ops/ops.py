@@ -4,13 +4,15 @@ fake kernels for torch.compile, and the public functions.
 Device kernels live elsewhere and are found by the dispatcher:
   solve_batched       csrc/cpu/linear_assignment_cpu.cpp (CPU), csrc/cuda/ (CUDA)
   pairwise_distance   reference.pairwise_distance (any device), triton_distance.py (CUDA)
+  knn_noise           reference.knn_noise_reference (any device), triton_knn.py (CUDA)
 """
 
+import math
 from typing import Optional
 
 import torch
 
-from immiscible_ops import _checks, certified, reference
+from immiscible_ops import _checks, _loading, certified, reference
 
 _NO_TOL = -1.0  # what the kernels read as "use your default"
 
@@ -27,6 +29,8 @@ def _linear_assignment(cost, solver="auto", tol=None, validate=True):
         return torch.empty(cost.shape[:-1], dtype=torch.long, device=cost.device)
     if solver == "certified":
         return certified.solve_batched(cost.reshape(-1, n, m), validate).reshape(*batch, n)
+    if cost.device.type == "cuda":
+        _loading.check_cuda_device(cost.device)
     row_to_col, status = torch.ops.immiscible.solve_batched(
         cost.reshape(-1, n, m), solver, _NO_TOL if tol is None else float(tol)
     )
@@ -104,16 +108,80 @@ def group_mask(groups: torch.Tensor, pool: int) -> torch.Tensor:
     return groups.unsqueeze(1) == sorted_groups[owner].unsqueeze(0)
 
 
+def condition_slots(b: int, pool: int, device) -> torch.Tensor:
+    """LongTensor [K]: the image whose condition noise slot j carries, floor(j * B / K) (slot j
+    carries image j's when K == B), the same share group_mask gives a class."""
+    return torch.arange(pool, device=device) * b // pool
+
+
+def condition_distance(rows: torch.Tensor, cols: torch.Tensor,
+                       metric: str = "cosine") -> torch.Tensor:
+    """rows [B, ...], cols [K, ...] conditions -> float32 [B, K]: "cosine" 1 - cos (a zero
+    vector is at distance 1 from everything), "sqeuclidean" the squared L2 distance; never
+    negative (rounding is clamped away)."""
+    a, b = rows.reshape(rows.shape[0], -1).float(), cols.reshape(cols.shape[0], -1).float()
+    if metric == "cosine":
+        a = torch.nn.functional.normalize(a, dim=1)
+        b = torch.nn.functional.normalize(b, dim=1)
+        return (1 - a @ b.T).clamp_min_(0)
+    return reference.pairwise_distance(a, b, "sqeuclidean", "fp32").clamp_min_(0)
+
+
+MAX_CONDITION_WEIGHT = 1e8  # C2OT's cap: the weight where the condition cost alone decides
+
+
+def condition_weight_for_r(dist: torch.Tensor, cond: torch.Tensor, target_r: float) -> torch.Tensor:
+    """dist, cond [B, K] (K >= B) -> 0-d float32 w on their device, the largest w for which
+    r(w) = mean over (i, j) of [dist[i, j] + w * cond[i, j] <= dist[i, i]] is still >= target_r
+    (C2OT's r: the fraction of pairs at most as costly as the image's independent pair), clamped to
+    [0, 1e8]; 0 when even r(0) < target_r, as in C2OT.
+
+    C2OT finds w by doubling then bisection, a host round trip per probe. r(w) is a step function:
+    entry (i, j) counts while w <= t[i, j] = (dist[i, i] - dist[i, j]) / cond[i, j] (for
+    cond == 0: always or never), so the w sought is the ceil(r * B * K)-th largest t, one
+    kthvalue on the device and no host sync."""
+    b, k = dist.shape
+    slack = dist.diagonal()[:, None] - dist
+    never = torch.full((), -math.inf, device=dist.device)
+    t = torch.where(cond > 0, slack / cond, torch.where(slack >= 0, math.inf, never))
+    count = min(b * k, max(1, math.ceil(target_r * b * k - 1e-9)))
+    w = torch.kthvalue(t.flatten(), b * k - count + 1).values
+    return w.clamp(0, MAX_CONDITION_WEIGHT).nan_to_num_(0.0)
+
+
+def condition_cost(dist: torch.Tensor, conditions: torch.Tensor, weight=None, target_r=None,
+                   metric: str = "cosine"):
+    """dist [B, K] + w * condition_distance: returns (cost [B, K], w as a 0-d tensor)."""
+    b, k = dist.shape
+    owner = condition_slots(b, k, dist.device)
+    cond = condition_distance(conditions, conditions[owner], metric)
+    # A slot carrying the image's own condition is at distance 0, not at float32 rounding noise
+    # (1 - cos(c, c) = +-6e-8): target_r counts such pairs or not on that sign alone.
+    cond.masked_fill_(owner[None, :] == torch.arange(b, device=dist.device)[:, None], 0.0)
+    if target_r is not None:
+        w = condition_weight_for_r(dist, cond, target_r)
+    else:
+        w = torch.tensor(float(weight), device=dist.device)
+    return dist + w * cond, w
+
+
 @torch.library.impl("immiscible::assign", "CompositeExplicitAutograd")
 def _assign(x, noise, metric="l2", precision="fp16", solver="auto", tol=None, groups=None,
-            validate=True):
-    _checks.check_assign(x, noise, metric, precision, solver, tol, groups)
+            validate=True, conditions=None, condition_weight=None, condition_target_r=None,
+            condition_metric="cosine"):
+    _checks.check_assign(x, noise, metric, precision, solver, tol, groups, conditions,
+                         condition_weight, condition_target_r, condition_metric)
     b, k = x.shape[0], noise.shape[0]
     if b == 0:
         return torch.empty(0, dtype=torch.long, device=x.device)
     cost = torch.ops.immiscible.pairwise_distance(
         x.reshape(b, -1), noise.reshape(k, -1), metric, precision
     )
+    if conditions is not None:
+        if validate:
+            _checks.check_finite("conditions", conditions)
+        cost, _ = condition_cost(cost, conditions, condition_weight, condition_target_r,
+                                 condition_metric)
     if groups is not None:
         cost = cost.masked_fill_(~group_mask(groups, k), float("inf"))
     return torch.ops.immiscible.linear_assignment(cost, solver, tol, validate)
@@ -121,9 +189,30 @@ def _assign(x, noise, metric="l2", precision="fp16", solver="auto", tol=None, gr
 
 @torch.library.register_fake("immiscible::assign")
 def _assign_fake(x, noise, metric="l2", precision="fp16", solver="auto", tol=None, groups=None,
-                 validate=True):
-    _checks.check_assign(x, noise, metric, precision, solver, tol, groups)
+                 validate=True, conditions=None, condition_weight=None, condition_target_r=None,
+                 condition_metric="cosine"):
+    _checks.check_assign(x, noise, metric, precision, solver, tol, groups, conditions,
+                         condition_weight, condition_target_r, condition_metric)
     return x.new_empty((x.shape[0],), dtype=torch.long)
+
+
+# ---------------------------------------------------------------------------------------------
+# knn_noise
+
+
+@torch.library.impl("immiscible::knn_noise", "CompositeExplicitAutograd")
+def _knn_noise(x, k, seed):
+    _checks.check_knn(x, k)
+    _checks.check_seed_tensor(seed)
+    return reference.knn_noise_reference(x, k, seed)
+
+
+@torch.library.register_fake("immiscible::knn_noise")
+def _knn_noise_fake(x, k, seed):
+    _checks.check_knn(x, k)
+    _checks.check_seed_tensor(seed)
+    return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(
+        (x.shape[0],), dtype=torch.long)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,8 +244,18 @@ def pairwise_distance(x: torch.Tensor, y: torch.Tensor, *, metric: str = "l2",
 
 def assign(x: torch.Tensor, noise: torch.Tensor, *, metric: str = "l2", precision: str = "fp16",
            solver: str = "auto", tol: Optional[float] = None,
-           groups: Optional[torch.Tensor] = None, validate: bool = True) -> torch.Tensor:
+           groups: Optional[torch.Tensor] = None, validate: bool = True,
+           conditions: Optional[torch.Tensor] = None, condition_weight: Optional[float] = None,
+           condition_target_r: Optional[float] = None,
+           condition_metric: str = "cosine") -> torch.Tensor:
     """x [B, ...], noise [K, ...] (K >= B) -> LongTensor [B] of distinct indices into noise that
     minimizes sum_i dist(x[i], noise[idx[i]]); with groups [B], images only take noise from
-    their group's share of the pool."""
-    return torch.ops.immiscible.assign(x, noise, metric, precision, solver, tol, groups, validate)
+    their group's share of the pool; with conditions [B, ...] (C2OT), noise slot j carries the
+    condition of image floor(j * B / K) and the cost is dist + w * condition_distance, w =
+    condition_weight or the one condition_target_r picks (condition_weight_for_r)."""
+    if isinstance(x, torch.Tensor):  # before the dispatcher, which rejects a non-tensor tersely
+        _checks.check_conditions(x, conditions, condition_weight, condition_target_r,
+                                 condition_metric)
+    return torch.ops.immiscible.assign(x, noise, metric, precision, solver, tol, groups, validate,
+                                       conditions, condition_weight, condition_target_r,
+                                       condition_metric)

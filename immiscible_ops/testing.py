@@ -41,6 +41,7 @@ def _load():
         ("immiscible_launch_choose_mode", [i32, i64, i64, i32, i32], i32),
         ("immiscible_launch_grid_blocks", [i32, i32], i32),
         ("immiscible_launch_max_rounds", [i64], i32),
+        ("immiscible_launch_grid_falls_back", [i32], i32),
     ]:
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, res

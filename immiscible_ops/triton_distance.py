@@ -18,12 +18,17 @@ import math
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.autotuner import Autotuner
 from triton.runtime.jit import JITFunction
 
 from immiscible_ops import _checks
 from immiscible_ops.reference import FP8_MAX
 
 _FP8_MAX = tl.constexpr(FP8_MAX)  # kernels may read only constexpr globals
+# Products per fp8 partial sum before it is added into the fp32 accumulator (the K of one fp8
+# wgmma instruction is 32). Asserted from the compiled IR by .ci/gpu_compile_check.py.
+FP8_ACC_CHUNK = 32
+_FP8_ACC_CHUNK = tl.constexpr(FP8_ACC_CHUNK)
 
 # Rounding modes of _prepare_rows.
 _Q_NONE, _Q_FP16, _Q_BF16, _Q_FP8 = 0, 1, 2, 3
@@ -32,6 +37,8 @@ _STORAGE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp8": torch.float8_e
 # Row length (elements) the tensor-core kernel needs for vectorized, cp.async-able K tiles: Triton
 # proves 16-byte alignment of a row only from an integer divisible by 16.
 _K_ALIGN = 16
+# CUDA's limit on grid dimension y (the batch axis of the distance kernels).
+MAX_GRID_Y = 65535
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,7 +49,8 @@ def _prepare_rows(src, dst, scale_out, norm_out, D, D_OUT, stride_r, stride_d,
                   BLOCK_D: tl.constexpr, QUANT: tl.constexpr, WRITE: tl.constexpr):
     # src [R, D] (any strides) -> dst [R, D_OUT] contiguous rounded copy (if WRITE; columns
     # D..D_OUT-1 zero), norm_out [R] fp32 sum of squares of the rounded values, scale_out [R]
-    # (fp8 only).
+    # (fp8 only). Element offsets are int64: a transposed input has stride_d = R, and
+    # D * R >= 2^31 would wrap in int32.
     row = tl.program_id(0).to(tl.int64)
     src_row = src + row * stride_r
     offs = tl.arange(0, BLOCK_D)
@@ -50,7 +58,7 @@ def _prepare_rows(src, dst, scale_out, norm_out, D, D_OUT, stride_r, stride_d,
     if QUANT == 3:
         amax = tl.zeros([BLOCK_D], dtype=tl.float32)
         for k in range(0, D, BLOCK_D):
-            v = tl.load(src_row + (k + offs) * stride_d, mask=k + offs < D, other=0.0)
+            v = tl.load(src_row + (k + offs).to(tl.int64) * stride_d, mask=k + offs < D, other=0.0)
             amax = tl.maximum(amax, tl.abs(v.to(tl.float32)))
         row_max = tl.max(amax, axis=0)
         # div_rn, not '/': Triton's fp32 division is approximate and the scale must equal
@@ -60,7 +68,8 @@ def _prepare_rows(src, dst, scale_out, norm_out, D, D_OUT, stride_r, stride_d,
     sumsq = tl.zeros([BLOCK_D], dtype=tl.float32)
     for k in range(0, D_OUT, BLOCK_D):
         mask = k + offs < D
-        v = tl.load(src_row + (k + offs) * stride_d, mask=mask, other=0.0).to(tl.float32)
+        v = tl.load(src_row + (k + offs).to(tl.int64) * stride_d, mask=mask, other=0.0)
+        v = v.to(tl.float32)
         # Rounding is done on the fp32 bit pattern (round to nearest even, as torch casts) so the
         # final cast is exact: the Triton interpreter truncates bf16 casts and drops the exponent
         # carry of fp8 casts, which would make the CPU tests check a different rounding.
@@ -116,8 +125,11 @@ def _tile_offsets(N, M, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: t
 
 @triton.jit
 def _row_tile_ptrs(base, batch, stride_b, rows, stride_r, offs_k, stride_k):
-    """Pointers [rows, BLOCK_K] to the first K-slice of the given rows of batch `batch`."""
-    return base + batch * stride_b + rows[:, None] * stride_r + offs_k[None, :] * stride_k
+    """Pointers [rows, BLOCK_K] to the first K-slice of the given rows of batch `batch` (int64
+    offsets throughout: rows and batch are int64, and so is the K offset, for transposed inputs
+    whose stride_k times D passes 2^31)."""
+    return (base + batch * stride_b + rows[:, None] * stride_r
+            + offs_k[None, :].to(tl.int64) * stride_k)
 
 
 def _sqdist_kernel(x, y, nx, ny, sx, sy, out, N, M, D,
@@ -132,6 +144,8 @@ def _sqdist_kernel(x, y, nx, ny, sx, sy, out, N, M, D,
     x_ptrs = _row_tile_ptrs(x, batch, sxb, rows_m, sxn, offs_k, sxd)
     y_ptrs = _row_tile_ptrs(y, batch, syb, rows_n, sym, offs_k, syd)
 
+    step_x = tl.full([], BLOCK_K, tl.int64) * sxd
+    step_y = tl.full([], BLOCK_K, tl.int64) * syd
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k in range(0, tl.cdiv(D, BLOCK_K)):
         if EVEN_K:
@@ -144,10 +158,18 @@ def _sqdist_kernel(x, y, nx, ny, sx, sy, out, N, M, D,
         # Both operands K-major ([rows, K]), the layout fp8 wgmma requires.
         if IEEE:
             acc = tl.dot(a.to(DOT_DTYPE), tl.trans(b.to(DOT_DTYPE)), acc, input_precision="ieee")
+        elif DOT_DTYPE == tl.float8e4nv:
+            # Hopper's fp8 wgmma keeps its running sum in a truncating accumulator of about 14
+            # significant bits; left to its default (2^30 on sm_90) Triton keeps it there over the
+            # whole K loop, and at D = 4096 the truncation drifts the dot by percents
+            # (benchmarks/fp8_accumulation_model.py). A partial sum of at most FP8_ACC_CHUNK
+            # products per wgmma chain, added into the fp32 accumulator, bounds the drift.
+            acc = tl.dot(a.to(DOT_DTYPE), tl.trans(b.to(DOT_DTYPE)), acc,
+                         max_num_imprecise_acc=_FP8_ACC_CHUNK)
         else:
             acc = tl.dot(a.to(DOT_DTYPE), tl.trans(b.to(DOT_DTYPE)), acc)
-        x_ptrs += BLOCK_K * sxd
-        y_ptrs += BLOCK_K * syd
+        x_ptrs += step_x
+        y_ptrs += step_y
 
     if SCALED:
         acc = acc * tl.load(sx + batch * snxb + rows_m)[:, None]
@@ -176,6 +198,8 @@ def _l1_kernel(x, y, sx, sy, out, N, M, D,
     if SCALED:
         scale_x = tl.load(sx + batch * snxb + rows_m)[:, None]
         scale_y = tl.load(sy + batch * snyb + rows_n)[:, None]
+    step_x = tl.full([], BLOCK_K, tl.int64) * sxd
+    step_y = tl.full([], BLOCK_K, tl.int64) * syd
 
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k in range(0, tl.cdiv(D, BLOCK_K)):
@@ -187,8 +211,8 @@ def _l1_kernel(x, y, sx, sy, out, N, M, D,
             a = a * scale_x
             b = b * scale_y
         acc += tl.sum(tl.abs(a[:, None, :] - b[None, :, :]), axis=2)
-        x_ptrs += BLOCK_K * sxd
-        y_ptrs += BLOCK_K * syd
+        x_ptrs += step_x
+        y_ptrs += step_y
 
     out_ptrs = (out + batch * sob + offs_m[:, None].to(tl.int64) * son
                 + offs_n[None, :].to(tl.int64) * som)
@@ -246,6 +270,11 @@ def _prune(configs, named_args, **kwargs):
     # shared memory, more than any GPU has (227 KB on sm_90), and tuning would only compile it.
     if kwargs.get("DOT_DTYPE") not in (None, tl.float8e4nv):
         fit = [c for c in fit if c.kwargs["BLOCK_K"] < 128]
+    # An fp8 tile holds two accumulators (the bounded imprecise partial and the fp32 sum): over
+    # 64 fp32 values a thread each, ptxas spilled 228-520 bytes on sm_90 (128x256 on 8 warps,
+    # 128x128 on 4).
+    if kwargs.get("DOT_DTYPE") == tl.float8e4nv:
+        fit = [c for c in fit if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 32 * c.num_warps]
     return fit or configs[-1:]
 
 
@@ -289,14 +318,56 @@ def _dot_dtype(precision: str, capability, interpreted: bool):
         if interpreted or cap < (8, 0):
             return tl.float32, torch.bfloat16
         return tl.bfloat16, torch.bfloat16
-    # fp8 tensor cores need sm_89+; e4m3 values are exact in fp16, so older GPUs lose nothing.
-    if cap < (8, 9):
+    # e4m3 values are exact in fp16, so an fp16 dot of the rounded copy (fp32 accumulation)
+    # computes the fp8 distance with no loss. fp8 tensor cores only where their accumulation is
+    # under control: on sm_90 the kernel bounds the imprecise partial sums (FP8_ACC_CHUNK), on
+    # sm_100 tcgen05 accumulates in fp32 tensor memory. Ada (sm_89) and consumer Blackwell
+    # (sm_12x) use mma.sync, where Triton has no such control and the accumulator's precision is
+    # not documented: fp16 there.
+    if cap[0] not in (9, 10):
         return tl.float16, torch.float16
     return tl.float8e4nv, torch.float8_e4m3fn
 
 
+def _size_bucket(v: int) -> int:
+    return triton.next_power_of_2(max(int(v), 1))
+
+
+# Tuned configs per (kernel, device, size buckets, dtypes). Triton's autotuner keys on the exact
+# (N, M, D): every new batch size would benchmark every config again, with host syncs, and inside
+# a CUDA-graph capture the benchmark fails outright. Here a kernel is tuned once per
+# power-of-two bucket of N, M and D; later shapes in the bucket launch the chosen config directly.
+_TUNED: dict = {}
+
+
+def _tuning_key(kernel, args, kwargs):
+    named = dict(zip(kernel.arg_names, args, strict=False))  # constexprs come as kwargs
+    dtypes = tuple(str(a.dtype) for a in args if isinstance(a, torch.Tensor))
+    device = args[0].device.index if args[0].device.type == "cuda" else -1
+    return (kernel.base_fn.__name__, device, _size_bucket(named["N"]), _size_bucket(named["M"]),
+            _size_bucket(named["D"]), dtypes, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+
+
 def _launch(kernel, grid, args, kwargs):
-    kernel[grid](*args, **kwargs)
+    if not isinstance(kernel, Autotuner):
+        kernel[grid](*args, **kwargs)
+        return
+    key = _tuning_key(kernel, args, kwargs)
+    config = _TUNED.get(key)
+    if config is None:
+        if not _capturing():
+            kernel[grid](*args, **kwargs)
+            _TUNED[key] = kernel.best_config
+            return
+        # No benchmark can run inside a capture: the smallest tile the pruning keeps fits every
+        # GPU and every size; tune the bucket before capturing to get the tuned tile in the graph.
+        named = dict(zip(kernel.arg_names, args, strict=False))
+        config = _prune(kernel.configs, named, **kwargs)[-1]
+    kernel.fn[grid](*args, **kwargs, **config.all_kwargs())
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def _prepare(t: torch.Tensor, precision: str, storage, need_norms: bool, interpreted: bool,
@@ -374,25 +445,34 @@ def _distance(x: torch.Tensor, y: torch.Tensor, metric: str, precision: str, cap
     snyb = ny.stride(0) if ny is not None else 0
     strides = (*xq.stride(), *yq.stride(), snxb, snyb, *out.stride())
 
-    def grid(meta):
-        return (triton.cdiv(n, meta["BLOCK_M"]) * triton.cdiv(m, meta["BLOCK_N"]), p)
+    def grid_of(problems):
+        def grid(meta):
+            return (triton.cdiv(n, meta["BLOCK_M"]) * triton.cdiv(m, meta["BLOCK_N"]), problems)
+        return grid
 
-    if l1:
-        args = (xq, yq, sx if scaled else dummy, sy if scaled else dummy, out, n, m, d_k, *strides)
-        if interpreted:
-            launch(_l1_jit, grid(_INTERP_L1_CONFIG), args, {**_INTERP_L1_CONFIG, "SCALED": scaled})
+    # The batch is grid axis 1, which CUDA caps at 65535 blocks: larger batches go in slices.
+    for start in range(0, p, MAX_GRID_Y):
+        part = slice(start, min(p, start + MAX_GRID_Y))
+        grid = grid_of(part.stop - part.start)
+        xs, ys, outs = xq[part], yq[part], out[part]
+        sxs, sys_ = (sx[part], sy[part]) if scaled else (dummy, dummy)
+        if l1:
+            args = (xs, ys, sxs, sys_, outs, n, m, d_k, *strides)
+            if interpreted:
+                launch(_l1_jit, grid(_INTERP_L1_CONFIG), args,
+                       {**_INTERP_L1_CONFIG, "SCALED": scaled})
+            else:
+                launch(_l1_tuned, grid, args, {"SCALED": scaled})
         else:
-            launch(_l1_tuned, grid, args, {"SCALED": scaled})
-    else:
-        args = (xq, yq, nx, ny, sx if scaled else dummy, sy if scaled else dummy, out,
-                n, m, d_k, *strides)
-        flags = {"DOT_DTYPE": dot_dtype, "IEEE": dot_dtype == tl.float32, "SCALED": scaled,
-                 "SQRT": metric == "l2"}
-        if interpreted:
-            cfg = _INTERP_CONFIG
-            launch(_sqdist_jit, grid(cfg), args, {**cfg, **flags, "EVEN_K": d_k % cfg["BLOCK_K"] == 0})
-        else:
-            launch(_sqdist_ieee if flags["IEEE"] else _sqdist_tc, grid, args, flags)
+            args = (xs, ys, nx[part], ny[part], sxs, sys_, outs, n, m, d_k, *strides)
+            flags = {"DOT_DTYPE": dot_dtype, "IEEE": dot_dtype == tl.float32, "SCALED": scaled,
+                     "SQRT": metric == "l2"}
+            if interpreted:
+                cfg = _INTERP_CONFIG
+                launch(_sqdist_jit, grid(cfg), args,
+                       {**cfg, **flags, "EVEN_K": d_k % cfg["BLOCK_K"] == 0})
+            else:
+                launch(_sqdist_ieee if flags["IEEE"] else _sqdist_tc, grid, args, flags)
     return out
 
 

@@ -91,14 +91,16 @@ def tiny_train_config(tmp_path, name="run", **kw):
 
 def run_knn_interpreted(body: str, timeout: float = 600) -> str:
     """Runs `body` in a fresh interpreter with TRITON_INTERPRET=1 (it must be set before triton
-    loads), with torch, numpy as np and immiscible_ops.knn imported; returns its stdout."""
+    loads), with torch, numpy as np and immiscible_ops.knn, reference, triton_knn imported;
+    returns its stdout."""
     import subprocess
     import sys
     import textwrap
 
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1")
-    code = "import torch, numpy as np\nfrom immiscible_ops import knn\n" + textwrap.dedent(body)
+    code = ("import torch, numpy as np\nfrom immiscible_ops import knn, reference, triton_knn\n"
+            + textwrap.dedent(body))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -254,7 +254,9 @@ __device__ __forceinline__ unsigned long long pack_bid(float bid, int row) {
          static_cast<unsigned>(~row);
 }
 
-__device__ __forceinline__ void place_bid(const State& s, unsigned long long* key, int row,
+// Returns whether the bid tied (best and second best equal); the caller counts ties per thread
+// and adds them once a round, not with an atomic per bid on one shared word.
+__device__ __forceinline__ bool place_bid(const State& s, unsigned long long* key, int row,
                                           const Best& b, float eps) {
   const float old = s.price()[b.col];
   // With one column there is no second best; eps alone keeps the step finite.
@@ -263,8 +265,8 @@ __device__ __forceinline__ void place_bid(const State& s, unsigned long long* ke
   // A step lost to rounding would stall the auction: always raise by at least one ulp.
   if (!(bid > old)) bid = nextafterf(old, INFINITY);
   s.target()[row] = b.col;
-  if (b.second == b.best) atomicAdd(s.tied_bids(), 1);
   atomicMax(key + b.col, pack_bid(bid, row));
+  return b.second == b.best;
 }
 
 // Reverse step of unassigned column `col` priced above lambda, given b from scan_rows: retire
@@ -293,8 +295,28 @@ __device__ __forceinline__ void place_offer(const Prepared& pc, const State& s,
 
 __device__ __forceinline__ int load_volatile(const int* p) { return *const_cast<const volatile int*>(p); }
 
-__device__ __forceinline__ void append(int* list, int* count, int row) {
-  list[atomicAdd(count, 1)] = row;
+// Appends `item` for every lane of the warp with `want`: one atomicAdd per warp on the shared
+// count instead of one per item (the first forward round of B = 16384 has ~16K losers and
+// evicted rows, all appending to one word); the lanes take consecutive slots. Every lane of the
+// warp calls it together (for_each_warp_uniform).
+__device__ __forceinline__ void append_warp(int* list, int* count, bool want, int item) {
+  const unsigned ballot = __ballot_sync(kFullMask, want);
+  if (ballot == 0u) return;
+  const int lane = threadIdx.x % kWarpSize;
+  const int leader = __ffs(static_cast<int>(ballot)) - 1;
+  int base = 0;
+  if (lane == leader) base = atomicAdd(count, __popc(ballot));
+  base = __shfl_sync(kFullMask, base, leader);
+  if (want) list[base + __popc(ballot & ((1u << lane) - 1u))] = item;
+}
+
+// A grid-stride loop over [0, end) in which the lanes of a warp run the same iterations (`in`
+// is false past the end), so that they can vote together in append_warp. Ranks of a warp are
+// consecutive in both groups.
+template <class G, class Body>
+__device__ __forceinline__ void for_each_warp_uniform(G g, int end, Body body) {
+  const int lane = threadIdx.x % kWarpSize;
+  for (int k0 = g.rank() - lane; k0 < end; k0 += g.size()) body(k0 + lane, k0 + lane < end);
 }
 
 // One bidding pass of a round, shared by the forward (rows) and reverse (columns) stages: each
@@ -358,12 +380,14 @@ __device__ bool forward_stage(G g, const Prepared& pc, const State& s, float eps
     unsigned long long* key = s.key(parity);
 
     // Bid.
+    int ties = 0;
     for_each_bidder(
         g, list, bidders,
         [&](int row, int begin, int stride) {
           return scan_columns(pc, pc.row(row), s.price(), begin, stride);
         },
-        [&](int row, const Best& b) { place_bid(s, key, row, b, eps); });
+        [&](int row, const Best& b) { ties += place_bid(s, key, row, b, eps); });
+    if (ties) atomicAdd(s.tied_bids(), ties);
     g.sync();
 
     // Resolve: each bid-on column takes its best bidder; losers and evicted owners bid again.
@@ -371,25 +395,29 @@ __device__ bool forward_stage(G g, const Prepared& pc, const State& s, float eps
     int* next_count = s.count() + (round + 1) % 3;
     unsigned long long* next_key = s.key(parity ^ 1);
     if (g.rank() == 0) s.count()[(round + 2) % 3] = 0;
-    for (int k = g.rank(); k < bidders; k += g.size()) {
-      const int row = list[k];
-      if (static_cast<unsigned>(key[s.target()[row]]) != static_cast<unsigned>(~row))
-        append(next_list, next_count, row);
-    }
-    for (int j = g.rank(); j < m; j += g.size()) {
-      next_key[j] = 0ull;
-      const unsigned long long kv = key[j];
-      if (kv == 0ull) continue;
-      const int row = ~static_cast<int>(static_cast<unsigned>(kv));
-      const int evicted = s.owner()[j];
-      if (evicted >= 0) {
-        s.x()[evicted] = -1;
-        append(next_list, next_count, evicted);
+    for_each_warp_uniform(g, bidders, [&](int k, bool in) {
+      const int row = in ? list[k] : 0;
+      append_warp(next_list, next_count,
+                  in && static_cast<unsigned>(key[s.target()[row]]) != static_cast<unsigned>(~row),
+                  row);
+    });
+    for_each_warp_uniform(g, m, [&](int j, bool in) {
+      int evicted = -1;
+      if (in) {
+        next_key[j] = 0ull;
+        const unsigned long long kv = key[j];
+        if (kv != 0ull) {
+          const int row = ~static_cast<int>(static_cast<unsigned>(kv));
+          // The owner did not bid (it held a column), so it is not `row` nor any other winner.
+          evicted = s.owner()[j];
+          if (evicted >= 0) s.x()[evicted] = -1;
+          s.owner()[j] = row;
+          s.x()[row] = j;
+          s.price()[j] = __uint_as_float(static_cast<unsigned>(kv >> 32));
+        }
       }
-      s.owner()[j] = row;
-      s.x()[row] = j;
-      s.price()[j] = __uint_as_float(static_cast<unsigned>(kv >> 32));
-    }
+      append_warp(next_list, next_count, evicted >= 0, evicted);
+    });
     g.sync();
   }
 }
@@ -413,8 +441,9 @@ __device__ bool reverse_stage(G g, const Prepared& pc, const State& s, float eps
     s.key(1)[i] = ~0ull;
   }
   g.sync();
-  for (int j = g.rank(); j < m; j += g.size())
-    if (s.owner()[j] < 0 && s.price()[j] > lambda) append(s.list(0), s.count(), j);
+  for_each_warp_uniform(g, m, [&](int j, bool in) {
+    append_warp(s.list(0), s.count(), in && s.owner()[j] < 0 && s.price()[j] > lambda, j);
+  });
   g.sync();
   for (int round = 0;; ++round) {
     const int bidders = load_volatile(s.count() + round % 3);
@@ -441,21 +470,24 @@ __device__ bool reverse_stage(G g, const Prepared& pc, const State& s, float eps
     unsigned long long* next_key = s.key(parity ^ 1);
     if (g.rank() == 0) s.count()[(round + 2) % 3] = 0;
     for (int i = g.rank(); i < n; i += g.size()) next_key[i] = ~0ull;
-    for (int k = g.rank(); k < bidders; k += g.size()) {
-      const int col = list[k];
-      const int row = s.target()[col];
-      if (row < 0) continue;  // retired
-      if (static_cast<unsigned>(key[row]) != static_cast<unsigned>(col)) {
-        append(next_list, next_count, col);
-        continue;
+    for_each_warp_uniform(g, bidders, [&](int k, bool in) {
+      int next = -1;  // the column that bids next round, if any
+      const int col = in ? list[k] : 0;
+      const int row = in ? s.target()[col] : -1;  // -1: retired (or past the end)
+      if (row >= 0) {
+        if (static_cast<unsigned>(key[row]) != static_cast<unsigned>(col)) {
+          next = col;
+        } else {
+          const int old = s.x()[row];
+          s.owner()[old] = -1;
+          s.owner()[col] = row;
+          s.x()[row] = col;
+          s.price()[col] = s.offer()[col];
+          if (s.price()[old] > lambda) next = old;
+        }
       }
-      const int old = s.x()[row];
-      s.owner()[old] = -1;
-      s.owner()[col] = row;
-      s.x()[row] = col;
-      s.price()[col] = s.offer()[col];
-      if (s.price()[old] > lambda) append(next_list, next_count, old);
-    }
+      append_warp(next_list, next_count, next >= 0, next);
+    });
     g.sync();
   }
 }

@@ -56,6 +56,19 @@ constexpr Mode choose_mode(Mode forced, int64_t m, int64_t problems, int sms, bo
   return mode;
 }
 
+// cudaError_t values, so that this header needs no CUDA include (linear_assignment_cuda.cu
+// static_asserts them against the runtime's enum).
+constexpr int kCudaErrorCooperativeLaunchTooLarge = 720;
+constexpr int kCudaErrorNotSupported = 801;
+
+// A cooperative launch the device refuses because the grid cannot be resident as a whole (MPS
+// with an active-thread percentage, a partitioned GPU: fewer SMs or threads than the occupancy
+// query assumed), or because it takes no cooperative launch at all, is retried in block mode
+// (the same algorithm, one block per problem); any other error is an error.
+constexpr bool grid_launch_falls_back(int error) {
+  return error == kCudaErrorCooperativeLaunchTooLarge || error == kCudaErrorNotSupported;
+}
+
 // Grid mode: every block resident at once (the grid barrier requires it).
 constexpr int grid_blocks(int blocks_per_sm, int sms) { return blocks_per_sm * sms; }
 

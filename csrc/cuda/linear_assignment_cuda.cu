@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -39,7 +40,7 @@ using torch::stable::Tensor;
   } while (0)
 
 // __launch_bounds__(512) lets ptxas hold both kernels at 64 registers (two 512-thread blocks per SM)
-// and spill (sm_90 grid kernel: 220 bytes of spill stores); (512, 1) gives them up to 128
+// and spill (sm_90 grid kernel: 224 bytes of spill stores); (512, 1) gives them up to 128
 // registers and no spill, at one resident block per SM (half the grid in grid mode). Which wins
 // is a GPU measurement (benchmarks/gpu_round.sh, stage "bounds"); setup.py builds the second with
 // IMMISCIBLE_CUDA_MIN_BLOCKS=1. Figures per target: docs/GPU.md "Resources".
@@ -86,6 +87,14 @@ struct DeviceInfo {
 };
 
 DeviceInfo query_device(int device);  // defined after the kernels it measures
+
+static_assert(kCudaErrorCooperativeLaunchTooLarge == cudaErrorCooperativeLaunchTooLarge);
+static_assert(kCudaErrorNotSupported == cudaErrorNotSupported);
+
+std::atomic<bool>& grid_refused(int device) {
+  static std::atomic<bool> refused[64];
+  return refused[device];
+}
 
 class DeviceGuard {
  public:
@@ -141,28 +150,13 @@ std::tuple<Tensor, Tensor> solve_batched_cuda(Tensor cost, std::string solver, d
   const int ni = static_cast<int>(n), mi = static_cast<int>(m);
   const int pi = static_cast<int>(problems);
 
+  // A device that refused a cooperative grid once (grid_launch_falls_back) is not asked again.
+  const bool cooperative = info.cooperative != 0 && info.grid_blocks_per_sm > 0 &&
+                           !grid_refused(device).load(std::memory_order_relaxed);
   const Mode mode = choose_mode(parse_mode(std::getenv("IMMISCIBLE_CUDA_AUCTION")), m, problems,
-                                sms, info.cooperative != 0);
+                                sms, cooperative);
 
-  if (mode == Mode::kGrid) {
-    STD_TORCH_CHECK(info.grid_blocks_per_sm > 0,
-                    "solve_batched: the grid kernel does not fit on this GPU");
-    // every block resident: required by the grid barrier
-    const int blocks = grid_blocks(info.grid_blocks_per_sm, sms);
-    const size_t state = state_bytes(m);
-    Tensor workspace = torch::stable::new_empty(
-        c, {static_cast<int64_t>(state + sizeof(double) * blocks)}, ScalarType::Byte);
-    unsigned char* ws = static_cast<unsigned char*>(workspace.mutable_data_ptr());
-    double* partials = reinterpret_cast<double*>(ws + state);
-    void* args[] = {const_cast<float**>(&cost_ptr), const_cast<int*>(&pi),  const_cast<int*>(&ni),
-                    const_cast<int*>(&mi),          const_cast<float*>(&tol_f),
-                    const_cast<bool*>(&exact),      const_cast<int*>(&rounds_cap),
-                    &ws,                            &partials,
-                    &out_ptr,                       &status_ptr};
-    IMMISCIBLE_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(auction_grid_kernel),
-                                                      dim3(blocks), dim3(kGridThreads), args, 0,
-                                                      stream));
-  } else {
+  auto launch_block = [&] {
     const int threads = block_threads(m);
     const size_t state = state_bytes(m);
     const bool in_smem = state_in_smem(m);
@@ -176,6 +170,34 @@ std::tuple<Tensor, Tensor> solve_batched_cuda(Tensor cost, std::string solver, d
     auction_block_kernel<<<pi, threads, in_smem ? state : 0, stream>>>(
         cost_ptr, ni, mi, tol_f, exact, rounds_cap, ws, in_smem, out_ptr, status_ptr);
     IMMISCIBLE_CUDA_CHECK(cudaGetLastError());
+  };
+
+  if (mode == Mode::kGrid) {
+    // every block resident: required by the grid barrier
+    const int blocks = grid_blocks(info.grid_blocks_per_sm, sms);
+    const size_t state = state_bytes(m);
+    Tensor workspace = torch::stable::new_empty(
+        c, {static_cast<int64_t>(state + sizeof(double) * blocks)}, ScalarType::Byte);
+    unsigned char* ws = static_cast<unsigned char*>(workspace.mutable_data_ptr());
+    double* partials = reinterpret_cast<double*>(ws + state);
+    void* args[] = {const_cast<float**>(&cost_ptr), const_cast<int*>(&pi),  const_cast<int*>(&ni),
+                    const_cast<int*>(&mi),          const_cast<float*>(&tol_f),
+                    const_cast<bool*>(&exact),      const_cast<int*>(&rounds_cap),
+                    &ws,                            &partials,
+                    &out_ptr,                       &status_ptr};
+    const cudaError_t err = cudaLaunchCooperativeKernel(
+        reinterpret_cast<void*>(auction_grid_kernel), dim3(blocks), dim3(kGridThreads), args, 0,
+        stream);
+    if (err != cudaSuccess) {
+      STD_TORCH_CHECK(grid_launch_falls_back(err),
+                      "CUDA error in solve_batched: cudaLaunchCooperativeKernel: ",
+                      cudaGetErrorString(err));
+      (void)cudaGetLastError();  // the refused launch's error is not sticky: clear it
+      grid_refused(device).store(true, std::memory_order_relaxed);
+      launch_block();
+    }
+  } else {
+    launch_block();
   }
   // The workspace tensors die here; the caching allocator keeps their blocks for this stream
   // until the kernel has finished with them.

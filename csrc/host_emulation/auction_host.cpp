@@ -142,3 +142,7 @@ extern "C" int immiscible_launch_grid_blocks(int blocks_per_sm, int sms) {
 }
 
 extern "C" int immiscible_launch_max_rounds(int64_t m) { return immiscible::cuda::max_rounds(m); }
+
+extern "C" int immiscible_launch_grid_falls_back(int error) {
+  return immiscible::cuda::grid_launch_falls_back(error);
+}

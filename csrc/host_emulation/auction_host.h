@@ -27,4 +27,5 @@ IMMISCIBLE_EXPORT int immiscible_launch_parse_mode(const char* value);
 IMMISCIBLE_EXPORT int immiscible_launch_choose_mode(int forced, int64_t m, int64_t problems, int sms, int cooperative);
 IMMISCIBLE_EXPORT int immiscible_launch_grid_blocks(int blocks_per_sm, int sms);
 IMMISCIBLE_EXPORT int immiscible_launch_max_rounds(int64_t m);
+IMMISCIBLE_EXPORT int immiscible_launch_grid_falls_back(int error);
 }

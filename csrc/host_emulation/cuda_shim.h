@@ -3,7 +3,8 @@
 // interleavings between threads, warps and blocks are real (and visible to ThreadSanitizer):
 //   threadIdx/blockIdx/blockDim/gridDim  thread-local values set by the launcher;
 //   __syncthreads, grid sync             std::barrier per block / per grid;
-//   __shfl_xor_sync                      a per-warp exchange buffer between warp barriers;
+//   __shfl_xor_sync, __shfl_sync,        a per-warp exchange buffer between warp barriers;
+//   __ballot_sync
 //   atomicMax/Min (64-bit), atomicAdd    std::atomic_ref;
 //   __shared__ scratch in functions      per-block slots (IMMISCIBLE_BLOCK_SHARED).
 // What this cannot show (GPU memory model, warp scheduling, timing): docs/GPU.md.
@@ -16,6 +17,7 @@
 #include <array>
 #include <atomic>
 #include <barrier>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -122,6 +124,39 @@ inline T __shfl_xor_sync(unsigned /*mask*/, T v, int lane_mask) {
   std::memcpy(&out, &buffer[lane ^ static_cast<unsigned>(lane_mask)], sizeof(T));
   return out;
 }
+
+// Lane `src`'s value for every lane; all 32 lanes call it together, as __shfl_xor_sync.
+template <class T>
+inline T __shfl_sync(unsigned /*mask*/, T v, int src) {
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= sizeof(std::uint64_t));
+  using namespace immiscible::host;
+  Warp& w = *current_block->warps[threadIdx.x / kWarpSize];
+  const unsigned lane = threadIdx.x % kWarpSize;
+  std::uint64_t* buffer = w.exchange[shuffle_parity];
+  shuffle_parity ^= 1u;
+  std::memcpy(&buffer[lane], &v, sizeof(T));
+  w.sync.arrive_and_wait();
+  T out;
+  std::memcpy(&out, &buffer[static_cast<unsigned>(src) % kWarpSize], sizeof(T));
+  return out;
+}
+
+// Bit i set where lane i's predicate is true; all 32 lanes call it together.
+inline unsigned __ballot_sync(unsigned /*mask*/, bool predicate) {
+  using namespace immiscible::host;
+  Warp& w = *current_block->warps[threadIdx.x / kWarpSize];
+  const unsigned lane = threadIdx.x % kWarpSize;
+  std::uint64_t* buffer = w.exchange[shuffle_parity];
+  shuffle_parity ^= 1u;
+  buffer[lane] = predicate ? 1u : 0u;
+  w.sync.arrive_and_wait();
+  unsigned ballot = 0;
+  for (int i = 0; i < kWarpSize; ++i) ballot |= static_cast<unsigned>(buffer[i] != 0) << i;
+  return ballot;
+}
+
+inline int __popc(unsigned v) { return std::popcount(v); }
+inline int __ffs(int v) { return v == 0 ? 0 : std::countr_zero(static_cast<unsigned>(v)) + 1; }
 
 inline unsigned long long atomicMax(unsigned long long* address, unsigned long long value) {
   std::atomic_ref<unsigned long long> a(*address);

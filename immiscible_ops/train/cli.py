@@ -5,7 +5,7 @@ import sys
 from typing import List, Optional
 
 from immiscible_ops.train.objectives import OBJECTIVES
-from immiscible_ops.train.trainer import COUPLINGS, Config
+from immiscible_ops.train.trainer import CONDITION_SOURCES, COUPLINGS, Config
 
 SUBCOMMANDS = ("train", "experiment", "compare")
 
@@ -28,6 +28,20 @@ def add_train_args(p: argparse.ArgumentParser):
                    help="under DDP: assign within each process's batch or over the global batch")
     g.add_argument("--class-conditional", action="store_true",
                    help="condition on labels and assign noise within each class")
+    g.add_argument("--conditions", choices=CONDITION_SOURCES, default=d.conditions,
+                   help="derived: a continuous condition per sample, derived from the sample "
+                   "(immiscible_ops.train.conditions), fed to the model by a projection")
+    g.add_argument("--condition-groups", action="store_true",
+                   help="with --conditions derived: couple within condition classes (the data's "
+                   "labels; angular sectors for 2-D points)")
+    g.add_argument("--condition-weight", type=float, default=d.condition_weight,
+                   help="C2OT: add W x condition distance to the coupling cost")
+    g.add_argument("--condition-target-r", type=float, default=d.condition_target_r,
+                   help="C2OT: pick the weight so that a fraction R of pairs is at most as "
+                   "costly as "
+                   "the independent pair")
+    g.add_argument("--condition-metric", choices=("cosine", "sqeuclidean"),
+                   default=d.condition_metric)
     g = p.add_argument_group("objective")
     g.add_argument("--objective", choices=OBJECTIVES, default=d.objective,
                    help="ddpm: epsilon-prediction, DDIM sampling; flow: linear-path flow matching "

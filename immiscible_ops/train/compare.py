@@ -35,7 +35,8 @@ def curve_stats(runs: List[dict], metric: str):
     return np.array(common), values.mean(0), values.std(0)
 
 
-def plot_groups(ax, groups: Dict[str, List[dict]], metric: str, title: Optional[str] = None):
+def plot_groups(ax, groups: Dict[str, List[dict]], metric: str, title: Optional[str] = None,
+                log: bool = True):
     """One line per group (mean over its runs), a band of +-1 std where a group has several runs."""
     floor = None
     for i, (label, runs) in enumerate(groups.items()):
@@ -52,7 +53,7 @@ def plot_groups(ax, groups: Dict[str, List[dict]], metric: str, title: Optional[
         ax.axhline(floor, color="0.5", ls="--", lw=1, label="real vs real (floor)")
     ax.set_xlabel("training step")
     ax.set_ylabel(metric)
-    ax.set_yscale("log")
+    ax.set_yscale("log" if log else "linear")
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
@@ -89,7 +90,8 @@ def main(argv=None) -> int:
     nfes = sorted({int(k.split("@")[1]) for k in runs[0]["eval"][-1] if k.startswith(metric + "@")})
     fig, axes = plt.subplots(1, 2 if len(nfes) > 1 else 1, figsize=(12 if len(nfes) > 1 else 6, 4),
                              squeeze=False)
-    plot_groups(axes[0][0], groups, metric, a.title)
+    # Coupling statistics (coupling_*) can be 0, for none: a linear axis.
+    plot_groups(axes[0][0], groups, metric, a.title, log=not metric.startswith("coupling_"))
     if len(nfes) > 1:
         # Quality against sampling steps at each run's last evaluation; mean +-1 std per label.
         ax = axes[0][1]

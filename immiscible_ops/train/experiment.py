@@ -41,6 +41,8 @@ OBJECTIVE_SCALES = {
                             "patches": dict(steps=100000)}},
 }
 IMAGE_DEFAULTS = dict(steps=500, batch_size=64, lr=1e-3)
+# Arms of the conditional experiment that are the assign coupling with condition-aware options.
+CONDITIONAL_ARMS = ("groups", "c2ot")
 POINTS_DEFAULTS = dict(steps=1500, batch_size=256, lr=1e-3)
 
 
@@ -67,14 +69,25 @@ def run_configs(a) -> list:
             # Explicit, so a run's curriculum does not hinge on --steps (finished() compares configs).
             base["ct_total_steps"] = base["steps"]
         for method in a.methods.split(","):
+            cond = {}
+            # getattr: callers that build the namespace themselves may predate these options.
+            if getattr(a, "conditions", "none") == "derived":
+                r = getattr(a, "condition_target_r", 0.2)
+                cond = dict(conditions="derived", condition_groups=method == "groups",
+                            condition_target_r=r if method == "c2ot" else None)
+            elif method in CONDITIONAL_ARMS:
+                raise ValueError(f"methods: {method!r} needs --conditions derived")
             for seed in (int(s) for s in a.seeds.split(",")):
                 name = f"{Path(data).stem}-{objective}-{method}-s{seed}"
-                cfgs.append(Config(data=data, out=str(Path(a.out) / name), coupling=method, seed=seed,
+                coupling = "assign" if method in CONDITIONAL_ARMS else method
+                cfgs.append(Config(data=data, out=str(Path(a.out) / name), coupling=coupling,
+                                   seed=seed,
                                    objective=objective, device=a.device, unet_widths=widths,
                                    checkpoint_every=base["steps"], progress=a.progress,
                                    cache_dir=a.cache_dir, threads=a.threads, k=a.k,
                                    pool_factor=a.pool_factor,
-                                   class_conditional=a.class_conditional and not points, **base))
+                                   class_conditional=a.class_conditional and not points,
+                                   **cond, **base))
     return cfgs
 
 
@@ -89,6 +102,14 @@ def group_name(cfg: Config) -> str:
     return f"{Path(cfg.data).stem} / {cfg.objective}"
 
 
+def arm(cfg: Config) -> str:
+    """The experiment's name for a run's coupling: its coupling, or groups / c2ot for the
+    condition-aware assign runs."""
+    if cfg.condition_target_r is not None or cfg.condition_weight is not None:
+        return "c2ot"
+    return "groups" if cfg.condition_groups else cfg.coupling
+
+
 def t_interval(values) -> tuple:
     """(mean, half-width of the 95% Student-t interval) over seeds."""
     from scipy import stats
@@ -99,17 +120,22 @@ def t_interval(values) -> tuple:
     return float(v.mean()), float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
 
 
-def summarize(cfgs: list) -> dict:
-    """Per dataset and coupling: curve, final quality mean/std, steps to reach vanilla, overhead."""
+def summarize(cfgs: list, metric: str = None) -> dict:
+    """Per dataset and coupling: curve, final quality mean/std, steps to reach vanilla, overhead;
+    for `metric` (lower is better), by default fd on images and w2 on points."""
+    chosen = metric
     table = OrderedDict()
     for cfg in cfgs:
         run = compare.read_run(Path(cfg.out))
         summary = json.loads((Path(cfg.out) / "summary.json").read_text())
-        table.setdefault(group_name(cfg), OrderedDict()).setdefault(cfg.coupling, []).append((run, summary))
+        runs = table.setdefault(group_name(cfg), OrderedDict()).setdefault(arm(cfg), [])
+        runs.append((run, summary))
     results = OrderedDict()
     for data, methods in table.items():
         first = next(iter(methods.values()))[0][0]
-        metric = compare.default_metric(first)
+        metric = chosen or compare.default_metric(first)
+        if metric not in first["eval"][-1]:
+            continue
         res = OrderedDict(metric=metric, reference=first["reference"].get(metric), methods=OrderedDict())
         nfes = sorted({int(k.split("@")[1]) for k in first["eval"][-1] if k.startswith(metric + "@")})
         res["nfe"] = nfes
@@ -183,8 +209,9 @@ def markdown(results: dict, cfgs: list) -> str:
     for data, res in results.items():
         c = next(c for c in cfgs if group_name(c) == data)
         metric = res["metric"]
+        floor = "" if res["reference"] is None else f"; real-vs-real floor {res['reference']:.4g}"
         lines.append(f"**{data}** ({c.steps} steps, batch {c.batch_size}, metric {metric}, "
-                     f"lower is better; real-vs-real floor {res['reference']:.4g})\n")
+                     f"lower is better{floor})\n")
         extra = " final MMD (poly) |" if metric == "fd" else ""
         lines.append(f"| coupling | seeds | final {metric} (mean +- std) |{extra} steps to vanilla's final "
                      "| noise ms/step | step ms | noise % of step | overhead vs none (ms, % of step) |")
@@ -256,13 +283,15 @@ def plot(results: dict, cfgs: list, path: Path):
     datasets = list(results)
     # With several step counts, a training-curve row at the fewest too (1 step for consistency).
     few = any(len(results[d]["nfe"]) > 1 for d in datasets)
-    rows = 3 if few else 2
+    # With conditions, a row for what the couplings did to them (coupling_stats, every evaluation).
+    conditional = any(c.conditions != "none" for c in cfgs)
+    rows = (3 if few else 2) + conditional
     fig, axes = plt.subplots(rows, len(datasets), figsize=(4.5 * len(datasets), 3.75 * rows), squeeze=False)
     for col, data in enumerate(datasets):
         groups = OrderedDict()
         for cfg in cfgs:
             if group_name(cfg) == data:
-                groups.setdefault(cfg.coupling, []).append(compare.read_run(Path(cfg.out)))
+                groups.setdefault(arm(cfg), []).append(compare.read_run(Path(cfg.out)))
         res = results[data]
         nmax, nmin = max(res["nfe"]), min(res["nfe"])
         compare.plot_groups(axes[0][col], groups, res["metric"],
@@ -270,6 +299,10 @@ def plot(results: dict, cfgs: list, path: Path):
         if few:
             compare.plot_groups(axes[1][col], groups, f"{res['metric']}@{nmin}",
                                 title=f"{data}: training curve, {nmin} step{'s' if nmin > 1 else ''}")
+        if conditional:
+            compare.plot_groups(axes[rows - 2][col], groups, "coupling_condition_distance_coupled",
+                                title=f"{data}: condition distance, image to its noise slot",
+                                log=False)
         ax = axes[rows - 1][col]
         for i, (method, m) in enumerate(res["methods"].items()):
             xs = np.array(res["nfe"], dtype=float) * (1 + 0.04 * (i - 1.5))  # dodge the error bars
@@ -332,6 +365,17 @@ def main(argv=None) -> int:
     p.add_argument("--pool-factor", type=int, default=2, help="pool size / batch for pool")
     p.add_argument("--class-conditional", action="store_true",
                    help="class-conditional models and in-class assignment on labelled image data")
+    p.add_argument("--conditions", choices=("none", "derived"), default="none",
+                   help="derived: continuous per-sample conditions "
+                   "(immiscible_ops.train.conditions); "
+                   "adds the methods groups (assign within condition classes) and c2ot (assign "
+                   "with the condition cost at --condition-target-r)")
+    p.add_argument("--condition-target-r", type=float, default=0.2,
+                   help="C2OT's target fraction r for the c2ot arm (default: %(default)s, C2OT's "
+                   "ImageNet-32 setting)")
+    p.add_argument("--metrics", default=None,
+                   help="comma separated metrics to tabulate, lower is better (default: fd on "
+                   "images, w2 on points); a dataset without one is left out of its table")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/experiment")
     p.add_argument("--plot", default=None, help="PNG of the curves (default: OUT/curves.png)")
@@ -359,9 +403,11 @@ def main(argv=None) -> int:
             futures = [(i, cfg, pool.submit(train_timed, cfg)) for i, cfg in todo]
             for i, cfg, fut in futures:
                 report(i, len(cfgs), cfg, *fut.result())
-    results = summarize(cfgs)
-    md = markdown(results, cfgs)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    chosen = a.metrics.split(",") if a.metrics else [None]
+    every = OrderedDict((m or "default", summarize(cfgs, m)) for m in chosen)
+    md = "\n".join(markdown(results, cfgs) for results in every.values())
+    results = next(iter(every.values()))
+    (out / "results.json").write_text(json.dumps(every if a.metrics else results, indent=1))
     (out / "results.md").write_text(md)
     plot_path = Path(a.plot) if a.plot else out / "curves.png"
     plot(results, cfgs, plot_path)

@@ -20,10 +20,11 @@ def require_diffusers():
 
 
 class UNetDenoiser(nn.Module):
-    """diffusers UNet2DModel with a class embedding when num_classes > 0."""
+    """diffusers UNet2DModel with a class embedding when num_classes > 0, or a linear projection
+    of a continuous condition [B, condition_dim] onto the time embedding."""
 
     def __init__(self, channels: int, height: int, width: int, widths: Sequence[int] = (32, 64),
-                 layers_per_block: int = 1, num_classes: int = 0):
+                 layers_per_block: int = 1, num_classes: int = 0, condition_dim: int = 0):
         super().__init__()
         diffusers = require_diffusers()
         levels = len(widths)
@@ -38,22 +39,30 @@ class UNetDenoiser(nn.Module):
             sample_size=(height, width), in_channels=channels, out_channels=channels,
             block_out_channels=tuple(widths), layers_per_block=layers_per_block,
             down_block_types=("DownBlock2D",) * levels, up_block_types=("UpBlock2D",) * levels,
-            norm_num_groups=groups, num_class_embeds=num_classes or None)
+            norm_num_groups=groups, num_class_embeds=num_classes or None,
+            class_embed_type="identity" if condition_dim else None)
         self.num_classes = num_classes
+        # The UNet adds its class embedding to the time embedding (4 x the first width).
+        self.condition = nn.Linear(condition_dim, 4 * widths[0]) if condition_dim else None
 
     def forward(self, x, t, labels: Optional[torch.Tensor] = None):
+        if self.condition is not None:
+            return self.unet(x, t, class_labels=self.condition(labels)).sample
         return self.unet(x, t, class_labels=labels if self.num_classes else None).sample
 
 
 class MLPDenoiser(nn.Module):
-    """Residual MLP on [B, D] points with a sinusoidal time embedding (and a class embedding)."""
+    """Residual MLP on [B, D] points with a sinusoidal time embedding (and a class embedding, or a
+    linear projection of a continuous condition [B, condition_dim])."""
 
-    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, num_classes: int = 0):
+    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, num_classes: int = 0,
+                 condition_dim: int = 0):
         super().__init__()
         self.hidden = hidden
         self.inp = nn.Linear(dim, hidden)
         self.time = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.label = nn.Embedding(num_classes, hidden) if num_classes else None
+        self.condition = nn.Linear(condition_dim, hidden) if condition_dim else None
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU(),
                           nn.Linear(hidden, hidden)) for _ in range(depth))
@@ -71,18 +80,22 @@ class MLPDenoiser(nn.Module):
         h = self.inp(x) + self.time(self.embed_time(t))
         if self.label is not None and labels is not None:
             h = h + self.label(labels)
+        if self.condition is not None:
+            h = h + self.condition(labels)
         for block in self.blocks:
             h = h + block(h)
         return self.out(h)
 
 
 def build_model(kind: str, sample_shape, num_classes: int, *, unet_widths=(32, 64),
-                layers_per_block: int = 1, mlp_hidden: int = 128, mlp_depth: int = 3) -> nn.Module:
-    """UNet for kind "image" (sample_shape [C, H, W]), MLP for "points" ([D])."""
+                layers_per_block: int = 1, mlp_hidden: int = 128, mlp_depth: int = 3,
+                condition_dim: int = 0) -> nn.Module:
+    """UNet for kind "image" (sample_shape [C, H, W]), MLP for "points" ([D]); condition_dim > 0:
+    the model's third argument is a float condition [B, condition_dim] instead of labels."""
     if kind == "image":
         c, h, w = sample_shape
-        return UNetDenoiser(c, h, w, unet_widths, layers_per_block, num_classes)
-    return MLPDenoiser(sample_shape[0], mlp_hidden, mlp_depth, num_classes)
+        return UNetDenoiser(c, h, w, unet_widths, layers_per_block, num_classes, condition_dim)
+    return MLPDenoiser(sample_shape[0], mlp_hidden, mlp_depth, num_classes, condition_dim)
 
 
 def build_schedulers(num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2"):

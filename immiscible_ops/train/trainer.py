@@ -17,11 +17,15 @@ import torch
 import torch.distributed as dist
 
 from immiscible_ops.noise import immiscible_noise
+from immiscible_ops.ops import assign
+from immiscible_ops.stats import coupling_stats
+from immiscible_ops.train import conditions as conditions_mod
 from immiscible_ops.train import data as data_mod
 from immiscible_ops.train import metrics, models, objectives
 
 COUPLINGS = ("none", "assign", "pool", "knn", "flip")
 GROUPED = ("assign", "pool", "flip")  # couplings that take class groups; knn is per image anyway
+CONDITION_SOURCES = ("none", "derived")
 # Fields that may change between a run and its resumption: they do not alter the training path.
 RESUMABLE_CHANGES = {"out", "steps", "resume", "eval_every", "eval_samples", "sample_steps",
                      "checkpoint_every", "log_every", "progress", "cache_dir", "device", "threads"}
@@ -50,6 +54,11 @@ class Config:
     k: int = 8
     assignment_scope: str = "rank"
     class_conditional: bool = False
+    conditions: str = "none"
+    condition_groups: bool = False
+    condition_weight: Optional[float] = None
+    condition_target_r: Optional[float] = None
+    condition_metric: str = "cosine"
     image_size: Optional[int] = None
     n_points: int = 8000
     test_fraction: float = 0.2
@@ -86,6 +95,7 @@ class Config:
                              f"got {self.t_sampling!r}")
         if self.coupling not in COUPLINGS:
             raise ValueError(f"coupling: unknown coupling {self.coupling!r}; expected one of {', '.join(COUPLINGS)}")
+        self._validate_conditions()
         if self.assignment_scope not in ("rank", "global"):
             raise ValueError(f"assignment_scope: expected rank or global, got {self.assignment_scope!r}")
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "log_every",
@@ -102,6 +112,34 @@ class Config:
             raise ValueError(f"ema_decay: expected a value in [0, 1), got {self.ema_decay}")
         return self
 
+    def _validate_conditions(self):
+        if self.conditions not in CONDITION_SOURCES:
+            raise ValueError(f"conditions: expected one of {', '.join(CONDITION_SOURCES)}, "
+                             f"got {self.conditions!r}")
+        derived = self.conditions == "derived"
+        if derived and self.class_conditional:
+            raise ValueError("conditions: derived conditions and class_conditional exclude each "
+                             "other (the model takes one kind of condition)")
+        for name in ("condition_groups", "condition_weight", "condition_target_r"):
+            if getattr(self, name) not in (None, False) and not derived:
+                raise ValueError(f"{name}: needs conditions 'derived'")
+        if self.condition_weight is not None and self.condition_target_r is not None:
+            raise ValueError("condition_weight, condition_target_r: give one, not both")
+        if self.condition_weight is not None and not (0 <= self.condition_weight < math.inf):
+            raise ValueError("condition_weight: expected a finite number >= 0, got "
+                             f"{self.condition_weight}")
+        if self.condition_target_r is not None and not 0 < self.condition_target_r <= 1:
+            raise ValueError("condition_target_r: expected a fraction in (0, 1], got "
+                             f"{self.condition_target_r}")
+        weighted = self.condition_weight is not None or self.condition_target_r is not None
+        if (weighted or self.condition_groups) and self.coupling not in GROUPED:
+            raise ValueError("coupling: condition-aware coupling needs one of "
+                             f"{', '.join(GROUPED)}, "
+                             f"got {self.coupling!r}")
+        if self.condition_metric not in ("cosine", "sqeuclidean"):
+            raise ValueError("condition_metric: expected cosine or sqeuclidean, got "
+                             f"{self.condition_metric!r}")
+
     def training_dict(self) -> dict:
         return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_CHANGES}
 
@@ -115,12 +153,22 @@ class Config:
 def noise_kwargs(cfg: Config) -> dict:
     """Options immiscible_noise takes for the chosen coupling."""
     if cfg.coupling in ("assign", "flip"):
-        return {"precision": cfg.precision, "solver": cfg.solver}
+        return {"precision": cfg.precision, "solver": cfg.solver, **condition_kwargs(cfg)}
     if cfg.coupling == "pool":
-        return {"precision": cfg.precision, "solver": cfg.solver, "pool_factor": cfg.pool_factor}
+        return {"precision": cfg.precision, "solver": cfg.solver, "pool_factor": cfg.pool_factor,
+                **condition_kwargs(cfg)}
     if cfg.coupling == "knn":
         return {"k": cfg.k}
     return {}
+
+
+def condition_kwargs(cfg: Config) -> dict:
+    """The C2OT keywords of immiscible_noise (the conditions themselves travel per batch)."""
+    if cfg.condition_weight is None and cfg.condition_target_r is None:
+        return {}
+    if cfg.condition_weight is not None:
+        return {"condition_weight": cfg.condition_weight, "condition_metric": cfg.condition_metric}
+    return {"condition_target_r": cfg.condition_target_r, "condition_metric": cfg.condition_metric}
 
 
 class Dist:
@@ -218,12 +266,18 @@ class Evaluator:
     data: keys "<metric>@<steps>" for every step count, the bare "<metric>" for the largest, and
     the objective's diagnostics at the largest step count (flow: "straightness")."""
 
-    def __init__(self, cfg: Config, train: data_mod.Dataset, test: data_mod.Dataset, device, log):
+    def __init__(self, cfg: Config, train: data_mod.Dataset, test: data_mod.Dataset, device, log,
+                 conditioner: Optional[conditions_mod.DerivedConditions] = None):
         self.cfg, self.device = cfg, device
         self.kind = test.kind
         n = min(cfg.eval_samples, test.x.shape[0])
         self.real = test.x[:n]
         self.labels = test.labels[:n] if (cfg.class_conditional and test.labels is not None) else None
+        # Derived conditions: sample i is generated for held-out sample i's condition.
+        self.conditioner = conditioner
+        if conditioner is not None:
+            self.labels = conditioner(self.real)
+            self.classes = conditioner.classes(self.real) if self.kind == "points" else None
         self.reference = {}
         if self.kind == "image":
             self.net = metrics.feature_extractor(train, cache_dir=cfg.cache_dir, epochs=cfg.feature_epochs,
@@ -238,8 +292,16 @@ class Evaluator:
 
     def score(self, x):
         if self.kind == "image":
-            return metrics.image_metrics(self.net, self.real_features, x)
-        return {"w2": metrics.w2_distance(x, self.real)}
+            out = metrics.image_metrics(self.net, self.real_features, x)
+        else:
+            out = {"w2": metrics.w2_distance(x, self.real)}
+        if self.conditioner is not None:
+            adherence = self.conditioner.adherence(x, self.labels)
+            out.update(adherence=adherence, cond_error=1 - adherence)
+            if self.kind == "points":
+                out["w2_cond"] = conditions_mod.per_condition_w2(x, self.real, self.classes,
+                                                                 metrics.w2_distance)
+        return out
 
     def __call__(self, model, objective):
         labels = None if self.labels is None else self.labels.to(self.device)
@@ -307,6 +369,31 @@ def _load_data(cfg: Config):
                          "subfolder per class; .npz files a y or labels array)")
     # The split's seed is fixed, not cfg.seed: every seed of an experiment scores on the same test set.
     return ds.split(cfg.test_fraction, seed=0)
+
+
+def coupling_record(cfg: Config, x0, conditions, groups, step: int, kw: dict) -> dict:
+    """coupling_stats of the current batch (conditions: the derived ones, or None) against a
+    fresh draw from its own generator (the training noise stream is untouched, so resumed runs
+    stay bit-exact), keys "coupling_*": the batch's own assignment for assign/pool/flip (flip's
+    against the reversed noise), the identity for none, nothing for knn (no assignment)."""
+    if cfg.coupling == "knn":
+        return {}
+    g = torch.Generator(x0.device).manual_seed(cfg.seed * 1_000_003 + step)
+    pool = cfg.pool_factor * x0.shape[0] if cfg.coupling == "pool" else x0.shape[0]
+    noise = torch.randn((pool, *x0.shape[1:]), generator=g, device=x0.device, dtype=x0.dtype)
+    if cfg.coupling == "none":
+        index = torch.arange(x0.shape[0], device=x0.device)
+    else:
+        target = noise
+        if cfg.coupling == "flip":
+            target = noise.reshape(pool, -1).flip(-1).reshape(noise.shape)
+        options = {k: v for k, v in kw.items() if k != "pool_factor"}
+        weighted = "condition_weight" in options or "condition_target_r" in options
+        index = assign(x0, target, groups=groups, conditions=conditions if weighted else None,
+                       **options)
+    stats = coupling_stats(x0, noise, index, conditions,
+                           condition_metric=cfg.condition_metric)
+    return {f"coupling_{k}": v for k, v in stats.items()}
 
 
 def _ema_update(ema, model, decay):
@@ -398,12 +485,13 @@ class _State:
 
 
 def _build_state(cfg: Config, ctx: Dist, train_set: data_mod.Dataset, num_classes: int,
-                 ckpt: Optional[dict]) -> _State:
+                 ckpt: Optional[dict], condition_dim: int = 0) -> _State:
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = models.build_model(train_set.kind, tuple(train_set.x.shape[1:]), num_classes,
                                unet_widths=tuple(cfg.unet_widths),
                                layers_per_block=cfg.layers_per_block,
-                               mlp_hidden=cfg.mlp_hidden, mlp_depth=cfg.mlp_depth).to(ctx.device)
+                               mlp_hidden=cfg.mlp_hidden, mlp_depth=cfg.mlp_depth,
+                               condition_dim=condition_dim).to(ctx.device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -439,9 +527,11 @@ def _save_checkpoint(state: _State, cfg: Config, ctx: Dist, out: Path, fingerpri
 
 
 def _evaluate(evaluator: Evaluator, logger: Logger, state: _State, objective, out: Path,
-              kind: str) -> dict:
+              kind: str, stats: dict) -> dict:
+    """Scores the EMA model; stats (coupling_record) go to the log beside the scores, and the
+    returned scores, the summary's "final", keep sample quality only."""
     scores, samples = evaluator(state.ema, objective)
-    logger.log({"type": "eval", "step": state.step, **scores})
+    logger.log({"type": "eval", "step": state.step, **scores, **stats})
     save_samples(out / "samples" / f"step_{state.step:06d}.png", samples, kind,
                  evaluator.real if kind == "points" else None)
     return scores
@@ -522,8 +612,21 @@ def _train(cfg: Config, ctx: Dist) -> dict:
     use_labels = cfg.class_conditional
     y_all = train_set.labels.to(device) if use_labels else None
     num_classes = train_set.num_classes if use_labels else 0
+    conditioner, groups_all, condition_dim = None, None, 0
+    if cfg.conditions == "derived":
+        conditioner = conditions_mod.DerivedConditions(train_set.kind, train_set.x)
+        y_all, use_labels = conditioner(train_set.x).to(device), True
+        condition_dim = conditioner.dim
+        if cfg.condition_groups:
+            classes = train_set.labels
+            if classes is None:
+                classes = conditioner.classes(train_set.x)
+            groups_all = classes.to(device)
+    elif use_labels:
+        groups_all = y_all
+    weighted = bool(condition_kwargs(cfg))
 
-    state = _build_state(cfg, ctx, train_set, num_classes, ckpt)
+    state = _build_state(cfg, ctx, train_set, num_classes, ckpt, condition_dim)
     if ckpt is not None:
         say(f"resumed from {resume_path} at step {state.step}")
     net = state.model
@@ -532,7 +635,7 @@ def _train(cfg: Config, ctx: Dist) -> dict:
             state.model, device_ids=[device.index] if device.type == "cuda" else None)
 
     logger = Logger(out, state.step if ckpt is not None else None) if ctx.main else None
-    evaluator = Evaluator(cfg, train_set, test_set, device, say) if ctx.main else None
+    evaluator = Evaluator(cfg, train_set, test_set, device, say, conditioner) if ctx.main else None
     if ctx.main and ckpt is None:
         logger.log({"type": "reference", "step": 0, **evaluator.reference,
                     "n_train": int(train_set.x.shape[0]), "n_test": int(test_set.x.shape[0]),
@@ -551,8 +654,9 @@ def _train(cfg: Config, ctx: Dist) -> dict:
         y = y_all[idx] if use_labels else None
         _sync(device)
         tn = time.perf_counter()
-        noise = noise_fn(x0, method=cfg.coupling, generator=state.gen,
-                         groups=y if (use_labels and cfg.coupling in GROUPED) else None, **kw)
+        groups = groups_all[idx] if (groups_all is not None and cfg.coupling in GROUPED) else None
+        noise = noise_fn(x0, method=cfg.coupling, generator=state.gen, groups=groups,
+                         **({"conditions": y} if weighted else {}), **kw)
         _sync(device)
         noise_s = time.perf_counter() - tn
         loss_value = _optimizer_step(state, net, objective, cfg, x0, noise, y)
@@ -571,7 +675,10 @@ def _train(cfg: Config, ctx: Dist) -> dict:
         if step % cfg.log_every == 0:
             timings.reset_window()
         if ctx.main and (step % cfg.eval_every == 0 or step == cfg.steps):
-            last_scores = _evaluate(evaluator, logger, state, objective, out, train_set.kind)
+            stats = coupling_record(cfg, x0, y if conditioner is not None else None, groups,
+                                    step, kw)
+            last_scores = _evaluate(evaluator, logger, state, objective, out, train_set.kind,
+                                    stats)
             if bar is not None:
                 bar.write(f"step {step}: "
                           + ", ".join(f"{k} {v:.4g}" for k, v in last_scores.items()))

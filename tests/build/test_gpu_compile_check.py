@@ -102,3 +102,32 @@ def test_compiles_a_launcher_kernel_for_sm80(tmp_path):
     assert all("error" not in r and r["registers"] > 0 and r["spill_stores"] == 0 for r in rows)
     # The ragged row (D = 1000) is written zero-padded to a multiple of 16 for the dot kernel.
     assert any("WRITE=1" in r["config"] for r in rows)
+
+
+def test_fp8_accumulation_rules(gcc):
+    fp8 = dict(cases=["l2 fp8 D=1024"], tensor_cores="wgmma x4")
+    chunk = gcc.check_accumulation([_row(target=90, fp8_mma=True, imprecise_acc=32, **fp8)], 32)
+    assert chunk == ([], {90: 1})
+    # Triton's sm_90 default keeps the whole K loop in the tensor core's accumulator.
+    problems, _ = gcc.check_accumulation(
+        [_row(target=90, fp8_mma=True, imprecise_acc=2**30, **fp8)], 32)
+    assert len(problems) == 1 and "maxNumImpreciseAcc 1073741824" in problems[0]
+    ada = _row(target=89, fp8_mma=True, imprecise_acc=0, **fp8)
+    problems, _ = gcc.check_accumulation([ada], 32)
+    assert len(problems) == 1 and "sm_89" in problems[0]
+    # fp16 operands on sm_89 (the e4m3 values are exact in fp16) pass; fp16 cases are not fp8's.
+    assert gcc.check_accumulation([_row(target=89, fp8_mma=False, **fp8)], 32)[0] == []
+    assert gcc.check_accumulation([_row(target=90, fp8_mma=False)], 32) == ([], {})
+    # A plan that compiled no fp8 kernel for a target it checks fails instead of passing silently.
+    hopper = _row(target=90, fp8_mma=True, imprecise_acc=32, **fp8)
+    problems = gcc.check([hopper], [], [90], fp8_targets=[89, 90])
+    assert any("no fp8 distance kernel compiled for sm_89" in p for p in problems)
+
+
+def test_accumulation_read_from_the_compiled_ir(gcc):
+    asm = {"ptx": "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {...}",
+           "ttgir": "%1 = ttng.warp_group_dot %a, %b, %c {maxNumImpreciseAcc = 32 : i32}\n"
+                    "%2 = ttng.warp_group_dot %a, %b, %c {maxNumImpreciseAcc = 1073741824 : i32}"}
+    assert gcc._accumulation(asm) == {"fp8_mma": True, "imprecise_acc": 1073741824}
+    asm = {"ptx": "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", "ttgir": "tt.dot"}
+    assert gcc._accumulation(asm) == {"fp8_mma": False, "imprecise_acc": 0}

@@ -59,7 +59,7 @@ def test_nothing_vendored(names):
 def test_python_sources_and_package_data_present(names):
     for required in ["immiscible_ops/__init__.py", "immiscible_ops/_loading.py",
                      "immiscible_ops/ops.py", "immiscible_ops/triton_distance.py",
-                     "immiscible_ops/knn.py", "immiscible_ops/train/__init__.py",
+                     "immiscible_ops/knn.py", "immiscible_ops/triton_knn.py", "immiscible_ops/train/__init__.py",
                      "immiscible_ops/train/__main__.py"]:
         assert required in names
     if SOURCE_ROOT:  # every .py and package-data file of the source package, no more, no less

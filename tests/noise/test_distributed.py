@@ -87,6 +87,19 @@ def _worker(rank, port, scenario, data, out_dir):
                 results["pool_too_small"] = "no error"
             except ValueError as e:
                 results["pool_too_small"] = str(e)
+            # Rank 1 on a device whose randn stream differs (another GPU model or MIG profile).
+            import immiscible_ops.distributed as distributed
+
+            real = distributed.random_stream_fingerprint
+            if rank == 1:
+                distributed.random_stream_fingerprint = lambda device: real(device) ^ 1
+            try:
+                immiscible_noise_global(x)
+                results["random_stream"] = "no error"
+            except ValueError as e:
+                results["random_stream"] = str(e)
+            finally:
+                distributed.random_stream_fingerprint = real
             # The group is still usable after every failure.
             results["after"] = immiscible_noise_global(x).shape
     finally:
@@ -153,7 +166,8 @@ def test_mismatch_raises_on_every_rank(tmp_path):
     out = launch("mismatch", fresh_data(), tmp_path)
     expect = {"shape": "shape after the batch", "dtype": "dtype", "ndim": "number of dims",
               "options": "options", "groups": "groups given", "pool_size": "options",
-              "pool_too_small": "pool_size: a pool of 7 is smaller than the job's batch of 8"}
+              "pool_too_small": "pool_size: a pool of 7 is smaller than the job's batch of 8",
+              "random_stream": "draw different random streams"}
     for r in range(WORLD):
         for name, text in expect.items():
             assert text in out[r][name], (r, name, out[r][name])

@@ -16,7 +16,8 @@ import pytest
 
 HEADINGS = ["Plain scipy code", "diffusers training scripts",
             "accelerate: several GPUs, one assignment for the job",
-            "kohya-ss and OneTrainer: knn noise", "torchcfm"]
+            "kohya-ss and OneTrainer: knn noise", "torchcfm",
+            "C2OT: condition-aware minibatch OT"]
 _BLOCK = re.compile(r"(?:<!-- also run with: torchrun --nproc_per_node (\d+) -->\n)?```python\n(.*?)```",
                     re.S)
 

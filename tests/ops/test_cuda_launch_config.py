@@ -82,3 +82,15 @@ def test_round_cap_grows_with_size_and_never_overflows():
     # An auction needs at least one round per row it assigns; two phases' caps add up in int32.
     assert all(cap >= m for cap, m in zip(caps[:4], sizes[:4], strict=True))
     assert 2 * max(caps) < 2**31
+
+
+@pytest.mark.parametrize("error,falls_back", [
+    (720, True),   # cudaErrorCooperativeLaunchTooLarge: the grid cannot be resident (MPS limits)
+    (801, True),   # cudaErrorNotSupported: no cooperative launch on this device or mode
+    (0, False),
+    (2, False),    # cudaErrorMemoryAllocation: a real error
+    (98, False),   # cudaErrorInvalidDeviceFunction
+    (700, False),  # cudaErrorIllegalAddress: sticky, never retried
+])
+def test_refused_cooperative_launch_falls_back_to_block_mode(error, falls_back):
+    assert bool(lib.immiscible_launch_grid_falls_back(error)) is falls_back

@@ -26,12 +26,27 @@ def sample_inputs(device="cpu"):
                     (x, noise, "l2", "fp16", "auto", None, None, True)))
     samples.append((torch.ops.immiscible.assign.default,
                     (x, noise, "sqeuclidean", "fp32", "exact", None, groups, True)))
+    seed = torch.tensor([123456789], dtype=torch.int64, device=device)
+    for k, dtype in ((1, torch.float32), (5, torch.float32), (3, torch.bfloat16)):
+        samples.append((torch.ops.immiscible.knn_noise.default, (x.to(dtype), k, seed)))
+    samples.append((torch.ops.immiscible.knn_noise.default, (x[:0], 4, seed)))
     return samples
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])]
+
+
+def test_every_operator_is_sampled():
+    ops = {op._schema.name.split("::")[1] for op, _ in sample_inputs()}
+    public = {"linear_assignment", "pairwise_distance", "assign", "knn_noise"}
+    assert public <= ops
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("index", range(len(sample_inputs())))
-def test_opcheck(index):
-    op, args = sample_inputs()[index]
+def test_opcheck(index, device):
+    op, args = sample_inputs(device)[index]
     torch.library.opcheck(op, args)
 
 
@@ -46,6 +61,10 @@ def test_fake_shapes():
         assert d.shape == (4, 7, 9) and d.dtype == torch.float32
         idx = torch.ops.immiscible.assign(torch.empty(6, 3, 8, 8), torch.empty(12, 3, 8, 8))
         assert idx.shape == (6,) and idx.dtype == torch.long
+        noise, index = torch.ops.immiscible.knn_noise(torch.empty(4, 3, 5, dtype=torch.bfloat16), 7,
+                                                      torch.empty(1, dtype=torch.int64))
+        assert noise.shape == (4, 3, 5) and noise.dtype == torch.bfloat16
+        assert index.shape == (4,) and index.dtype == torch.long
 
 
 def test_fake_kernels_validate_shapes():
@@ -80,3 +99,29 @@ def test_compile_fullgraph_linear_assignment_and_distance():
     a, b = torch.randn(12, 5, generator=g), torch.randn(15, 5, generator=g)
     compiled = torch.compile(f, fullgraph=True, dynamic=True)
     assert torch.equal(compiled(a, b), f(a, b))
+
+
+def test_compile_fullgraph_knn_noise():
+    def f(x, seed):
+        noise, index = torch.ops.immiscible.knn_noise(x, 6, seed)
+        return (x - noise).square().mean(), index
+
+    g = torch.Generator().manual_seed(3)
+    x, seed = torch.randn(5, 2, 9, generator=g), torch.tensor([77], dtype=torch.int64)
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    loss, index = compiled(x, seed)
+    ref_loss, ref_index = f(x, seed)
+    assert torch.equal(index, ref_index) and torch.equal(loss, ref_loss)
+
+
+@pytest.mark.parametrize("args,name", [
+    ((torch.ones(3, 4, dtype=torch.long), 2), "x"),
+    ((torch.randn(3, 4), 0), "k"),
+    ((torch.randn(3, 4), 2, torch.tensor([1], dtype=torch.int32)), "seed"),
+    ((torch.randn(3, 4), 2, torch.tensor([1, 2])), "seed"),
+])
+def test_knn_noise_validates(args, name):
+    x, k, *rest = args
+    seed = rest[0] if rest else torch.tensor([5], dtype=torch.int64)
+    with pytest.raises(ValueError, match=f"^{name}:"):
+        torch.ops.immiscible.knn_noise(x, k, seed)
