@@ -57,17 +57,17 @@ def candidate_edges(cost: torch.Tensor, k_row: int, k_col: int):
 
 
 def certificate(cost: torch.Tensor, x: torch.Tensor, v: torch.Tensor, keep: int,
-                tol: Optional[float] = None):
+                cost_scale: float):
     """The dense check of x [N] with column duals v [M] (float64, cost's device): returns
     (rows, cols) of up to `keep` most negative entries of each row with
     c_ij - u_i - v_j < -tol (u_i = c_{i,x_i} - v_{x_i}), and the number of columns breaking
-    the rectangular conditions (v <= tol, v = 0 on unassigned columns)."""
+    the rectangular conditions (v <= tol, v = 0 on unassigned columns). tol is 1e-12 times the
+    largest of cost_scale (max |c|, read once per solve), |v| and |u|."""
     n, m = cost.shape
     own = cost.gather(1, x[:, None]).squeeze(1).double()
     u = own - v[x]
-    if tol is None:
-        scale = max(cost.abs().amax().item(), v.abs().amax().item(), u.abs().amax().item())
-        tol = 1e-12 * max(scale, torch.finfo(torch.float64).tiny)
+    scale = max(cost_scale, v.abs().amax().item(), u.abs().amax().item())
+    tol = 1e-12 * max(scale, torch.finfo(torch.float64).tiny)
     rows, cols = [], []
     for a, b in _row_slices(n, m):
         reduced = cost[a:b].double() - v - u[a:b, None]
@@ -123,6 +123,7 @@ def solve(cost: torch.Tensor, *, row_candidates: Optional[int] = None,
     stats.update(rounds=0, violations=0, dense_rows=0, fell_back=False)
     k_row, k_col = list_lengths(n, m)
     k_row, k_col = row_candidates or k_row, col_candidates or k_col
+    cost_scale = cost.abs().amax().item()  # one pass, not one per certificate round
     problem = _SparseProblem(cost)
     problem.add(*candidate_edges(cost, k_row, k_col))
     x, v = problem.solve()
@@ -138,7 +139,7 @@ def solve(cost: torch.Tensor, *, row_candidates: Optional[int] = None,
             break
         stats["rounds"] = round_ + 1
         rows, cols, bad_cols = certificate(cost, x.to(cost.device), v.to(cost.device),
-                                           keep=max(k_row, 8))
+                                           keep=max(k_row, 8), cost_scale=cost_scale)
         stats["violations"] += rows.numel() + bad_cols
         if rows.numel() == 0 and bad_cols == 0:
             return x.to(cost.device)

@@ -261,8 +261,7 @@ bool candidate_edges(const DenseRows<T>& c, const std::vector<double>& v, int64_
 // D 64..4096: at most 3 times), rather than piling onto a few: squared distances between
 // low-dimensional clouds, where each row lists the extreme points in its own direction (D = 2:
 // 50 times the average), and whose optimum the lists then miss.
-bool candidates_spread(const int32_t* cols, int64_t count, int64_t n, int64_t m) {
-  (void)n;
+bool candidates_spread(const int32_t* cols, int64_t count, int64_t m) {
   std::vector<int64_t> listed(m, 0);
   for (int64_t e = 0; e < count; ++e) ++listed[cols[e]];
   const int64_t most = *std::max_element(listed.begin(), listed.end());
@@ -350,8 +349,7 @@ void gather_costs(const DenseRows<T>& c, const std::vector<int64_t>& rows,
 // Candidate list lengths by size: long enough that the first sparse optimum is usually the
 // dense one (unit-variance latents, D 64..16384: the optimal column's rank after subtracting
 // column means is below 16 for 99.9 % of rows up to B = 8192).
-void default_list_lengths(int64_t n, int64_t m, int64_t& k_row, int64_t& k_col) {
-  (void)m;
+void default_list_lengths(int64_t n, int64_t& k_row, int64_t& k_col) {
   k_row = n >= 8192 ? 16 : 12;
   k_col = 6;
 }
@@ -382,7 +380,7 @@ bool solve_lap_certified(const DenseRows<T>& c, const CertifiedOptions& options,
   double max_abs = 0.0;
   column_means(c, workers, v0, max_abs);
   int64_t k_row, k_col;
-  default_list_lengths(n, m, k_row, k_col);
+  default_list_lengths(n, k_row, k_col);
   if (options.row_candidates > 0) k_row = options.row_candidates;
   if (options.col_candidates > 0) k_col = options.col_candidates;
 
@@ -393,7 +391,7 @@ bool solve_lap_certified(const DenseRows<T>& c, const CertifiedOptions& options,
     st.declined = true;  // +inf (forbidden pairs), NaN or -inf: the dense path handles those
     return false;
   }
-  if (!options.force && !candidates_spread(cols.data(), n * std::min(k_row, m), n, m)) {
+  if (!options.force && !candidates_spread(cols.data(), n * std::min(k_row, m), m)) {
     st.declined = true;
     return false;
   }
